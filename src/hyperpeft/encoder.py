@@ -1,0 +1,117 @@
+"""`ProfileEncoder`: profile texts -> embeddings with a frozen sentence-transformers model, cached by text."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .embedded import EMBEDDED_PROFILE_ENCODER, resolve_encoder
+
+
+def check_profile_texts(texts: object, name: str = "profile") -> list[str]:
+    """Return `texts` as a list of non-empty strings, or raise a `TypeError`/`ValueError` that names the bad item."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"`{name}` should be a string or a list of strings, not {type(texts).__name__}.")
+    if not texts:
+        raise ValueError(f"`{name}` is an empty list; pass one profile text per batch row.")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"`{name}[{i}]` should be a string but is {type(text).__name__}: {text!r}.")
+        if not text.strip():
+            raise ValueError(f"`{name}[{i}]` is empty; every user needs a non-empty profile text.")
+    return list(texts)
+
+
+class ProfileEncoder:
+    """
+    Encodes profile texts with a sentence-transformers model, in batches, with an in-memory LRU cache keyed by text.
+
+    The encoder is frozen: it is not an `nn.Module` of the wrapped model and is never saved in a checkpoint.
+
+    Args:
+        model_name_or_path (`str`, defaults to `"all-minilm-l6-v2"`): sentence-transformers name or local path, or
+            the embedded short name.
+        instruction (`str`, *optional*): text put before every profile (for instruction-tuned encoders).
+        batch_size (`int`, defaults to 64): texts per encoder call.
+        device (`str`, *optional*): where the encoder runs; sentence-transformers picks one if unset.
+        cache_size (`int`, defaults to 100000): number of distinct texts whose embedding is kept.
+        model (*optional*): an already loaded model with a sentence-transformers style `encode` method.
+
+    Example:
+
+    ```python
+    >>> from hyperpeft import ProfileEncoder
+    >>> encoder = ProfileEncoder("all-minilm-l6-v2")
+    >>> encoder.encode(["likes short answers", "writes in slang"]).shape
+    torch.Size([2, 384])
+    ```
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = EMBEDDED_PROFILE_ENCODER,
+        instruction: str | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+        cache_size: int = 100_000,
+        model: Any | None = None,
+    ) -> None:
+        self.model_name_or_path = model_name_or_path
+        self.instruction = instruction
+        self.batch_size = batch_size
+        self.device = device
+        self.cache_size = cache_size
+        self._model = model
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model, loaded on first use."""
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(resolve_encoder(self.model_name_or_path), device=self.device)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings this encoder produces."""
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: str | Sequence[str], show_progress_bar: bool = False) -> torch.Tensor:
+        """
+        Args:
+            texts (`str` or `list[str]`): non-empty profile texts.
+            show_progress_bar (`bool`): show a progress bar while encoding texts that are not cached.
+
+        Returns:
+            `torch.Tensor` of shape `(len(texts), dim)`, float32, on the CPU.
+        """
+        texts = check_profile_texts(texts)
+        unique = list(dict.fromkeys(texts))
+        with self._lock:
+            found = {t: self._cache[t] for t in unique if t in self._cache}
+        missing = [t for t in unique if t not in found]
+        if missing:
+            found.update(zip(missing, self._encode(missing, show_progress_bar)))
+        with self._lock:
+            for text, embedding in found.items():
+                self._cache[text] = embedding
+                self._cache.move_to_end(text)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return torch.stack([found[t] for t in texts])
+
+    def _encode(self, texts: list[str], show_progress_bar: bool) -> torch.Tensor:
+        inputs = [self.instruction + t for t in texts] if self.instruction else texts
+        embeddings = self.model.encode(
+            inputs, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=show_progress_bar
+        )
+        return torch.as_tensor(embeddings).detach().to("cpu", torch.float32)

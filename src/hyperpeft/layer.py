@@ -1,0 +1,130 @@
+"""`HyperLoraLinear`: an `nn.Linear` plus a LoRA update whose A and B differ for every row of the batch."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+
+class GeneratedLora:
+    """The LoRA weights generated for the batch being run, shared by every wrapped layer of one model.
+
+    `weights` maps a module type to `(A, B)` with A of shape `(users, layers, r, in)` and B `(users, layers, out, r)`;
+    `users` is the batch size, or 1 when one profile serves every row. `None` means no profile is set.
+    """
+
+    def __init__(self) -> None:
+        self.weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+class HyperLoraLayer(BaseTunerLayer):
+    # The adapter weights are generated per batch by the hypernetwork, so the layer stores none of its own.
+    adapter_layer_names = ()
+    other_param_names = ("module_type", "position", "scaling")
+
+
+class HyperLoraLinear(nn.Module, HyperLoraLayer):
+    """
+    Wraps an `nn.Linear` (kept as `base_layer`) and adds `scaling · (x Aᵀ) Bᵀ` with the A and B of each row's user.
+
+    Args:
+        base_layer (`nn.Linear`): the wrapped layer; its weights are never trained.
+        adapter_name (`str`): PEFT adapter name.
+        module_type (`str`): which output head of the hypernetwork serves this layer (e.g. `"q_proj"`).
+        scaling (`float`): `lora_alpha / r`.
+        lora_dropout (`float`): dropout on the LoRA branch's input.
+        generated ([`GeneratedLora`]): the shared holder the hypernetwork's output is read from.
+    """
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        adapter_name: str,
+        module_type: str,
+        scaling: float,
+        lora_dropout: float,
+        generated: GeneratedLora,
+    ) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self._active_adapter = adapter_name
+        self.merged_adapters: list[str] = []
+        self.module_type = module_type
+        self.position = 0  # index among the layers of this module type; set once all targets are wrapped
+        self.scaling = scaling
+        self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        self._generated = generated
+        self._merged_delta: torch.Tensor | None = None
+
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        weights = self._generated.weights
+        if weights is None:
+            return None
+        a, b = weights[self.module_type]
+        return a[:, self.position], b[:, self.position]  # (users, r, in), (users, out, r)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        weights = None if (self.disable_adapters or self.merged) else self._weights()
+        if weights is None:
+            return result
+        a, b = (w.to(x.dtype) for w in weights)
+        x = self.lora_dropout(x)
+        if a.shape[0] == 1:  # one profile for every row: two plain matmuls
+            delta = (x @ a[0].T) @ b[0].T
+        else:
+            rows = x.shape[0]
+            if a.shape[0] != rows:
+                raise ValueError(
+                    f"The batch has {rows} rows but LoRA weights were generated for {a.shape[0]} profiles; pass one "
+                    "profile per row (or a single profile for all rows)."
+                )
+            flat = x.reshape(rows, -1, self.in_features)  # (B, T, in)
+            delta = torch.bmm(torch.bmm(flat, a.transpose(1, 2)), b.transpose(1, 2)).view(result.shape)
+        return result + delta * self.scaling
+
+    def get_delta_weight(self) -> torch.Tensor:
+        """ΔW = scaling · B A of the single profile that is set, in the base weight's dtype."""
+        weights = self._weights()
+        if weights is None or weights[0].shape[0] != 1:
+            raise ValueError("Merging needs exactly one profile to be set; use `merge_profile(profile)`.")
+        a, b = weights
+        delta = (b[0].float() @ a[0].float()) * self.scaling  # (out, in)
+        return delta.to(self.base_layer.weight.dtype)
+
+    @torch.no_grad()
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """Add the current profile's ΔW to the base weight; with `safe_merge`, refuse a result with NaN or inf."""
+        if self.merged:
+            warnings.warn("A profile is already merged into this layer; unmerge it first.", stacklevel=2)
+            return
+        delta = self.get_delta_weight().to(self.base_layer.weight.device)
+        if safe_merge:
+            merged = self.base_layer.weight.data + delta
+            if not torch.isfinite(merged).all():
+                raise ValueError(
+                    f"Merging the profile's adapter into {self.module_type} (layer position {self.position}) gives "
+                    "NaN or inf weights; the hypernetwork's output is broken for this profile."
+                )
+            self.base_layer.weight.data = merged
+        else:
+            self.base_layer.weight.data += delta
+        self._merged_delta = delta
+        self.merged_adapters.append(self._active_adapter if isinstance(self._active_adapter, str) else "default")
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract the merged ΔW again."""
+        if not self.merged:
+            warnings.warn("Nothing is merged into this layer.", stacklevel=2)
+            return
+        self.base_layer.weight.data -= self._merged_delta
+        self._merged_delta = None
+        self.merged_adapters = []
+
+    def __repr__(self) -> str:
+        return "hyper_lora." + super().__repr__()

@@ -1,0 +1,364 @@
+"""`HyperPeftModel`: a PEFT model whose LoRA adapter is written per user by a hypernetwork."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import HfApi
+from huggingface_hub import constants as hub_constants
+from peft import LoraConfig, PeftModelForCausalLM
+from peft.utils import TaskType
+from transformers.utils import logging
+
+from . import __version__
+from .checkpoint import (
+    CONFIG_NAME,
+    MODEL_CARD_NAME,
+    WEIGHTS_NAME,
+    read_config_dict,
+    read_weights,
+    resolve_checkpoint,
+    serialize_json,
+    serialize_tensors,
+    write_files_atomically,
+)
+from .config import HyperLoraConfig
+from .embedded import load_base_model
+from .encoder import ProfileEncoder
+from .hypernetwork import HyperNetwork
+from .registry import PEFT_TYPE_NAME
+from .tuner import HyperLoraModel, Profile
+
+logger = logging.get_logger(__name__)
+
+_WEIGHTS_PREFIX = "base_model.hypernetwork."
+
+
+class HyperPeftModel(PeftModelForCausalLM):
+    """
+    A causal LM wearing a LoRA adapter that a hypernetwork generates from each user's profile.
+
+    The base model is frozen; only the hypernetwork trains. Every row of a batch can belong to a different user.
+    It is a `peft.PeftModel`, so PEFT tooling (`print_trainable_parameters`, `disable_adapter`, `unload`) and
+    Trainer/TRL treat it as one.
+
+    Args:
+        model (`transformers.PreTrainedModel`): the base causal LM (Llama, Qwen2, Mistral style).
+        peft_config ([`HyperLoraConfig`]): what to generate.
+        adapter_name (`str`, defaults to `"default"`): PEFT adapter name.
+        profile_encoder ([`ProfileEncoder`], *optional*): encoder for profile texts; by default the one named in the
+            config is loaded on first use.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from hyperpeft import HyperLoraConfig, HyperPeftModel
+    >>> base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                                     num_attention_heads=4, num_key_value_heads=2))
+    >>> model = HyperPeftModel(base, HyperLoraConfig(r=4, profile_dim=8))
+    >>> ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    >>> out = model(input_ids=ids, profile_embeddings=torch.randn(2, 8))  # one user per row
+    >>> out.logits.shape
+    torch.Size([2, 3, 64])
+    ```
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        peft_config: HyperLoraConfig,
+        adapter_name: str = "default",
+        profile_encoder: ProfileEncoder | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(peft_config, HyperLoraConfig):
+            raise TypeError(f"`peft_config` should be a HyperLoraConfig, not {type(peft_config).__name__}.")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"`model` should be a transformers causal LM, not {type(model).__name__}.")
+        super().__init__(model, peft_config, adapter_name, **kwargs)
+        if profile_encoder is not None:
+            self.base_model.profile_encoder = profile_encoder
+
+    @property
+    def hypernetwork(self) -> HyperNetwork:
+        """The hypernetwork: the only trainable part."""
+        return self.base_model.hypernetwork
+
+    @property
+    def hyper_config(self) -> HyperLoraConfig:
+        return self.peft_config[self.active_adapter]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        profile_embeddings: torch.Tensor | None = None,
+        profile: Profile | None = None,
+        **kwargs: Any,
+    ):
+        """
+        Run the base model with each row's generated LoRA.
+
+        Args:
+            input_ids, attention_mask, **kwargs: as for the base model (`labels` gives the loss).
+            profile_embeddings (`torch.Tensor` of shape `(batch, profile_dim)`): one user per row.
+            profile (`str`, `list[str]` or `torch.Tensor`): profile texts instead (encoded with the profile encoder).
+        """
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            profile_embeddings=profile_embeddings,
+            profile=profile,
+            **kwargs,
+        )
+
+    def generate(self, *args: Any, profile: Profile | None = None, **kwargs: Any) -> torch.Tensor:
+        """
+        `transformers` generation with each row's generated LoRA.
+
+        Args:
+            profile (`str`, `list[str]` or `torch.Tensor`): one string (or 1-D embedding) for every row, or one per row.
+            *args, **kwargs: as for the base model's `generate` (`input_ids`, `attention_mask`, `max_new_tokens`...).
+        """
+        return super().generate(*args, profile=profile, **kwargs)
+
+    # ---- one user's adapter ---------------------------------------------------------------------------------------
+
+    def fit_profile_statistics(self, profiles: list[str] | torch.Tensor) -> None:
+        """Z-score future profile embeddings with the statistics of these (training users') profiles."""
+        embeddings = self.base_model.embed_profiles(profiles)
+        self.hypernetwork.set_profile_statistics(embeddings)
+
+    @torch.no_grad()
+    def lora_state_dict(self, profile: str | torch.Tensor) -> dict[str, torch.Tensor]:
+        """One user's adapter as a PEFT LoRA state dict (`...q_proj.lora_A.weight` `[r, in]`, `lora_B` `[out, r]`)."""
+        if isinstance(profile, torch.Tensor) and profile.ndim != 1:
+            raise ValueError(f"Pass one user's profile: a string or a 1-D embedding, not shape {tuple(profile.shape)}.")
+        if not isinstance(profile, (str, torch.Tensor)):
+            raise TypeError(f"`profile` should be one string or a 1-D embedding, not {type(profile).__name__}.")
+        lora = self.base_model.generate_lora(profile)
+        state: dict[str, torch.Tensor] = {}
+        for name, layer in self.base_model.wrapped_modules:
+            a, b = lora[layer.module_type]
+            state[f"base_model.model.{name}.lora_A.weight"] = a[0, layer.position].float().cpu()
+            state[f"base_model.model.{name}.lora_B.weight"] = b[0, layer.position].float().cpu()
+        return state
+
+    def export_lora(self, profile: str | torch.Tensor, save_directory: str | os.PathLike) -> Path:
+        """
+        Write one user's generated adapter as an ordinary PEFT LoRA folder (`adapter_config.json` +
+        `adapter_model.safetensors`) that `peft.PeftModel.from_pretrained(base, path)` and PEFT-compatible servers
+        load without hyperpeft.
+
+        Example:
+
+        ```python
+        >>> model.export_lora("writes short, lowercase replies", "out/user-42")
+        >>> from peft import PeftModel
+        >>> peft_model = PeftModel.from_pretrained(base, "out/user-42")
+        ```
+        """
+        config = self.hyper_config
+        lora_config = LoraConfig(
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+            task_type=TaskType.CAUSAL_LM,
+            base_model_name_or_path=config.base_model_name_or_path,
+            bias="none",
+        )
+        tensors = self.lora_state_dict(profile)
+        files = {
+            CONFIG_NAME: serialize_json(lora_config.to_dict()),
+            WEIGHTS_NAME: serialize_tensors(tensors, metadata={"format": "pt"}),
+        }
+        return write_files_atomically(save_directory, files)
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------------
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        is_main_process: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Save the hypernetwork's weights (safetensors), its config (JSON) and a model card, atomically: a failed save
+        leaves an earlier checkpoint in `save_directory` intact. The base model is never written.
+
+        Args:
+            save_directory (`str`): the folder (created if needed).
+            safe_serialization (`bool`): must be True; hyperpeft writes safetensors only.
+            is_main_process (`bool`): only the main process writes (for distributed training).
+        """
+        if not safe_serialization:
+            raise ValueError("hyperpeft writes safetensors only; leave `safe_serialization=True`.")
+        if os.path.isfile(save_directory):
+            raise ValueError(f"`save_directory` {save_directory!r} is a file; pass a folder.")
+        if not is_main_process:
+            return
+        config_dict = dataclasses.asdict(self.hyper_config)
+        config_dict["inference_mode"] = True
+        tensors = {_WEIGHTS_PREFIX + k: v for k, v in self.hypernetwork.state_dict().items()}
+        files = {
+            WEIGHTS_NAME: serialize_tensors(tensors, metadata={"format": "pt", "hyperpeft_version": __version__}),
+            CONFIG_NAME: serialize_json(config_dict),
+        }
+        if not (Path(save_directory) / MODEL_CARD_NAME).exists():
+            files[MODEL_CARD_NAME] = _model_card(self.hyper_config).encode()
+        write_files_atomically(save_directory, files)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: torch.nn.Module | str | os.PathLike,
+        model_id: str | os.PathLike | None = None,
+        adapter_name: str = "default",
+        is_trainable: bool = False,
+        profile_encoder: ProfileEncoder | None = None,
+        revision: str | None = None,
+        token: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        dtype: torch.dtype = torch.float32,
+        **kwargs: Any,
+    ) -> HyperPeftModel:
+        """
+        Load a hyperpeft checkpoint from a folder or a Hub repo.
+
+        `from_pretrained("ckpt")` rebuilds the base model named in the checkpoint's config (`dtype` applies);
+        `from_pretrained(base, "ckpt")` puts the hypernetwork onto a base model already loaded.
+
+        Example:
+
+        ```python
+        >>> from hyperpeft import HyperPeftModel
+        >>> model = HyperPeftModel.from_pretrained("ckpt")               # base model rebuilt from the config
+        >>> model = HyperPeftModel.from_pretrained(base, "org/name")     # onto a loaded base, from the Hub
+        ```
+        """
+        if model_id is None:
+            if not isinstance(model, (str, os.PathLike)):
+                raise TypeError("Pass the checkpoint: `from_pretrained(path)` or `from_pretrained(base_model, path)`.")
+            model, model_id = None, model
+        folder = resolve_checkpoint(model_id, revision=revision, token=token, cache_dir=cache_dir)
+        config = _config_from_dict(read_config_dict(folder), folder)
+        weights = read_weights(folder)
+        if model is None:
+            if not config.base_model_name_or_path:
+                raise ValueError(
+                    f"The checkpoint {model_id!r} does not name its base model; load it onto one with "
+                    "`HyperPeftModel.from_pretrained(base_model, path)`."
+                )
+            model = load_base_model(config.base_model_name_or_path, dtype=dtype)
+        config.inference_mode = not is_trainable
+        peft_model = cls(model, config, adapter_name, profile_encoder=profile_encoder, **kwargs)
+        peft_model._load_hypernetwork_weights(weights, model_id)
+        if not is_trainable:
+            peft_model.eval()
+            peft_model.hypernetwork.requires_grad_(False)
+        return peft_model
+
+    def _load_hypernetwork_weights(self, weights: dict[str, torch.Tensor], source: object) -> None:
+        expected = self.hypernetwork.state_dict()
+        found = {k.removeprefix(_WEIGHTS_PREFIX): v for k, v in weights.items()}
+        missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+        if missing or unexpected:
+            raise ValueError(
+                f"The checkpoint {source!s} does not fit this hypernetwork: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}; it was written by another hyperpeft version or is corrupt."
+            )
+        for key, tensor in expected.items():
+            if found[key].shape != tensor.shape:
+                raise ValueError(
+                    f"The checkpoint {source!s} was made for another base model: `{key}` has shape "
+                    f"{tuple(found[key].shape)} there but {tuple(tensor.shape)} for this base model "
+                    f"({self.hypernetwork.layout.shapes}, {self.hypernetwork.layout.num_layers} layers). Load it onto "
+                    f"{self.hyper_config.base_model_name_or_path!r}."
+                )
+        self.hypernetwork.load_state_dict(found, strict=True)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload hyperpeft checkpoint",
+        revision: str | None = None,
+        create_pr: bool = False,
+        **kwargs: Any,
+    ):
+        """Upload the same files `save_pretrained` writes to the Hub repo `repo_id` (created if needed)."""
+        if hub_constants.HF_HUB_OFFLINE:
+            raise ValueError(
+                "Cannot push to the Hub while HF_HUB_OFFLINE is set; save with `save_pretrained(folder)` instead."
+            )
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            try:
+                api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+                return api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=folder,
+                    commit_message=commit_message,
+                    revision=revision,
+                    create_pr=create_pr,
+                )
+            except OSError as error:  # no network: httpx/requests connection errors are OSErrors underneath
+                raise ValueError(
+                    f"Could not reach the Hub to push {repo_id!r} ({error}); check the network, or save locally "
+                    "with `save_pretrained(folder)`."
+                ) from error
+
+
+def _config_from_dict(data: dict, folder: Path) -> HyperLoraConfig:
+    if data.get("peft_type") != PEFT_TYPE_NAME:
+        raise ValueError(
+            f"{folder / CONFIG_NAME} has peft_type {data.get('peft_type')!r}, not {PEFT_TYPE_NAME!r}: it is not a "
+            "hyperpeft checkpoint (a plain PEFT adapter loads with `peft.PeftModel.from_pretrained`)."
+        )
+    fields = {f.name for f in dataclasses.fields(HyperLoraConfig)}
+    unknown = sorted(data.keys() - fields)
+    if unknown:
+        logger.warning("Ignoring unknown config keys %s in %s", unknown, folder / CONFIG_NAME)
+    data = {k: v for k, v in data.items() if k in fields and k != "peft_type"}
+    try:
+        return HyperLoraConfig(**data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{folder / CONFIG_NAME} holds an invalid config: {error}") from error
+
+
+def _model_card(config: HyperLoraConfig) -> str:
+    base = config.base_model_name_or_path or "unknown"
+    return f"""---
+library_name: hyperpeft
+base_model: {base}
+tags:
+- hyperpeft
+- peft
+- lora
+- personalization
+---
+
+# hyperpeft Profile-to-PEFT hypernetwork
+
+A hypernetwork that writes a personal LoRA adapter (r={config.r}, lora_alpha={config.lora_alpha}, target modules
+{config.target_modules}) for base model `{base}` from a user's profile text, encoded with `{config.profile_encoder}`.
+
+```python
+from hyperpeft import HyperPeftModel
+
+model = HyperPeftModel.from_pretrained("<this repo or folder>")
+ids = model.generate(input_ids=..., attention_mask=..., profile="a short description of the user")
+model.export_lora("a short description of the user", "user-adapter")  # a plain PEFT LoRA folder
+```
+"""

@@ -1,0 +1,292 @@
+"""`HyperLoraModel`: the PEFT tuner that wraps the target layers and owns the hypernetwork.
+
+It follows PEFT's `BaseTuner` contract, so `get_peft_model(base, HyperLoraConfig())` builds it, and it is where a
+profile becomes LoRA weights: `forward(..., profile_embeddings=...)` and `generate(..., profile=...)` run the
+hypernetwork once for the batch, put its output where the wrapped layers read it, and run the base model.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner
+from torch import nn
+
+from .config import HyperLoraConfig
+from .encoder import ProfileEncoder, check_profile_texts
+from .hypernetwork import HyperNetwork, TargetLayout
+from .layer import GeneratedLora, HyperLoraLayer, HyperLoraLinear
+from .registry import PREFIX
+
+Profile = str | list[str] | torch.Tensor
+
+_LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
+
+
+def _linear_module_names(model: nn.Module) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
+
+
+class HyperLoraModel(BaseTuner):
+    """
+    PEFT tuner for Profile-to-PEFT. Usually built through [`HyperPeftModel`] or `peft.get_peft_model`.
+
+    Args:
+        model (`transformers.PreTrainedModel`): the base causal LM; it is frozen.
+        config ([`HyperLoraConfig`]): what to generate.
+        adapter_name (`str`, defaults to `"default"`): PEFT adapter name (one hypernetwork per model).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from peft import get_peft_model
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from hyperpeft import HyperLoraConfig
+    >>> base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                                     num_attention_heads=4, num_key_value_heads=2))
+    >>> model = get_peft_model(base, HyperLoraConfig(r=4, profile_dim=8))
+    >>> out = model(input_ids=torch.tensor([[1, 2, 3]]), profile_embeddings=torch.randn(1, 8))
+    >>> out.logits.shape
+    torch.Size([1, 3, 64])
+    ```
+    """
+
+    prefix: str = PREFIX
+    tuner_layer_cls = HyperLoraLayer
+    target_module_mapping: dict[str, list[str]] = {}
+    uses_shared_state = True
+
+    # ---- PEFT's BaseTuner contract -------------------------------------------------------------------------------
+
+    def _pre_injection_hook(self, model: nn.Module, config: HyperLoraConfig, adapter_name: str) -> None:
+        if len(getattr(self, "peft_config", {})) > 1:
+            raise ValueError("hyperpeft supports one hypernetwork per model; wrap a fresh base model instead.")
+        if isinstance(config.target_modules, list):
+            names = _linear_module_names(model)
+            unknown = [t for t in config.target_modules if t.rsplit(".", 1)[-1] not in names]
+            if unknown:
+                raise ValueError(
+                    f"`target_modules` {unknown} do not exist in {type(model).__name__}. Its nn.Linear modules are: "
+                    f"{names}."
+                )
+        self._generated = GeneratedLora()
+        self._lock = threading.RLock()
+        self._wrapped: list[tuple[str, HyperLoraLinear, int]] = []
+        self.profile_encoder: ProfileEncoder | None = None
+
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs) -> None:
+        if isinstance(target, HyperLoraLinear):
+            raise ValueError(f"{current_key} is already wrapped by hyperpeft; one hypernetwork per model.")
+        if not isinstance(target, nn.Linear):
+            raise TypeError(
+                f"Target module {current_key} is a {type(target).__name__}; hyperpeft wraps only nn.Linear modules."
+            )
+        match = _LAYER_INDEX.search(current_key)
+        depth = int(match.group(1)) if match else 0
+        new_module = HyperLoraLinear(
+            target,
+            adapter_name,
+            module_type=target_name,
+            scaling=config.scaling,
+            lora_dropout=config.lora_dropout,
+            generated=self._generated,
+        )
+        self._replace_module(parent, target_name, new_module, target)
+        self._wrapped.append((current_key, new_module, depth))
+
+    def _post_injection_hook(self, model: nn.Module, config: HyperLoraConfig, adapter_name: str) -> None:
+        shapes: dict[str, tuple[int, int]] = {}
+        depths: dict[str, list[int]] = {}
+        for key, layer, depth in self._wrapped:
+            shape = (layer.in_features, layer.out_features)
+            if shapes.setdefault(layer.module_type, shape) != shape:
+                raise ValueError(
+                    f"{key} has shape (in={shape[0]}, out={shape[1]}) but other `{layer.module_type}` modules have "
+                    f"(in={shapes[layer.module_type][0]}, out={shapes[layer.module_type][1]}); hyperpeft needs one "
+                    "shape per module type. Narrow `target_modules`."
+                )
+            layer.position = len(depths.setdefault(layer.module_type, []))
+            depths[layer.module_type].append(depth)
+        dense = {d: i for i, d in enumerate(sorted({d for ds in depths.values() for d in ds}))}
+        layout = TargetLayout(
+            shapes=shapes,
+            depths={m: tuple(dense[d] for d in ds) for m, ds in depths.items()},
+            num_layers=len(dense),
+        )
+        device = next(model.parameters()).device
+        self.hypernetwork = HyperNetwork(config, layout).to(device)
+        self.hypernetwork.requires_grad_(not config.inference_mode)
+        if config.base_model_name_or_path is None:
+            config.base_model_name_or_path = getattr(model, "name_or_path", None) or None
+
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        # The wrapped layers hold no weights; the hypernetwork (created after injection) is the only trainable part.
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+
+    def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+        if "hypernetwork" in self._modules:  # PEFT calls this once before the hypernetwork exists
+            self.hypernetwork.requires_grad_(not inference_mode)
+
+    @property
+    def wrapped_modules(self) -> list[tuple[str, HyperLoraLinear]]:
+        """`(name, layer)` of every wrapped module, names relative to the base model."""
+        return [(key, layer) for key, layer, _ in self._wrapped]
+
+    # ---- profiles -> LoRA weights --------------------------------------------------------------------------------
+
+    def get_profile_encoder(self) -> ProfileEncoder:
+        """The profile encoder named in the config, loaded on first use (or the one set on `profile_encoder`)."""
+        if self.profile_encoder is None:
+            config: HyperLoraConfig = self.peft_config[self.active_adapters[0]]
+            self.profile_encoder = ProfileEncoder(config.profile_encoder, instruction=config.profile_instruction)
+        return self.profile_encoder
+
+    def embed_profiles(self, profile: Profile, batch_size: int | None = None) -> torch.Tensor:
+        """
+        Turn `profile` into embeddings of shape `(n, profile_dim)`: `n = 1` for one string or a 1-D tensor (one user
+        for every row), else one per row, which must match `batch_size` when it is given.
+        """
+        profile_dim = self.hypernetwork.profile_dim
+        if isinstance(profile, torch.Tensor):
+            embeddings = profile[None] if profile.ndim == 1 else profile
+            if embeddings.ndim != 2 or embeddings.shape[1] != profile_dim:
+                raise ValueError(
+                    f"Profile embeddings should have shape (batch, {profile_dim}) or ({profile_dim},) but have shape "
+                    f"{tuple(profile.shape)}; encode profiles with the config's encoder, or pass profile texts."
+                )
+            if not torch.is_floating_point(embeddings):
+                raise TypeError(f"Profile embeddings should be floating point, not {embeddings.dtype}.")
+            if not torch.isfinite(embeddings).all():
+                raise ValueError("Profile embeddings contain NaN or inf values.")
+            many = profile.ndim == 2
+        else:
+            texts = check_profile_texts(profile)
+            encoder = self.get_profile_encoder()
+            embeddings = encoder.encode(texts)
+            if embeddings.shape[1] != profile_dim:
+                raise ValueError(
+                    f"The profile encoder {encoder.model_name_or_path!r} makes {embeddings.shape[1]}-d embeddings but "
+                    f"the hypernetwork expects profile_dim={profile_dim}; use the encoder it was trained with."
+                )
+            many = not isinstance(profile, str)
+        if many and batch_size is not None and embeddings.shape[0] != batch_size:
+            raise ValueError(
+                f"Got {embeddings.shape[0]} profiles for a batch of {batch_size} rows; pass one profile per row, or a "
+                "single string (or 1-D embedding) for all rows."
+            )
+        return embeddings.to(self.hypernetwork.profile_mean.device)
+
+    def generate_lora(self, profile: Profile, batch_size: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Run the hypernetwork: per module type, A `(n, layers, r, in)` and B `(n, layers, out, r)`."""
+        return self.hypernetwork(self.embed_profiles(profile, batch_size))
+
+    @contextmanager
+    def use_profile(
+        self, profile: Profile | None, batch_size: int | None = None, expand: int = 1
+    ) -> Iterator[None]:
+        """Generate the LoRA weights for `profile` and keep them in place while the block runs.
+
+        Calls are serialized by a lock, so threads sharing one model each get their own profile's weights. In training
+        the weights stay in place after the block, because gradient checkpointing re-runs the forward during backward;
+        the next call replaces them, and `release_profile()` drops them.
+        """
+        with self._lock:
+            if profile is None:
+                if not (self._adapters_disabled() or self._any_merged()):
+                    raise ValueError(
+                        "hyperpeft needs a profile for every call: pass `profile=` (text or embeddings) or "
+                        "`profile_embeddings=`; use `with model.disable_adapter():` to run the base model."
+                    )
+                self._generated.weights = None
+                yield
+                return
+            if self._any_merged():
+                raise ValueError("A profile is merged into the base weights; call `unmerge_adapter()` first.")
+            weights = self.generate_lora(profile, batch_size)
+            if expand > 1 and next(iter(weights.values()))[0].shape[0] > 1:
+                # beam search / several return sequences repeat each row: repeat its weights alike
+                weights = {m: (a.repeat_interleave(expand, 0), b.repeat_interleave(expand, 0)) for m, (a, b) in weights.items()}
+            self._generated.weights = weights
+            try:
+                yield
+            finally:
+                if not (self.training and torch.is_grad_enabled()):
+                    self._generated.weights = None
+
+    def release_profile(self) -> None:
+        """Drop generated weights kept for backward (call after the optimizer step in custom training loops)."""
+        with self._lock:
+            self._generated.weights = None
+
+    def _adapters_disabled(self) -> bool:
+        return all(layer.disable_adapters for _, layer, _ in self._wrapped)
+
+    def _any_merged(self) -> bool:
+        return any(layer.merged for _, layer, _ in self._wrapped)
+
+    # ---- forward / generate ---------------------------------------------------------------------------------------
+
+    def forward(
+        self, *args: Any, profile_embeddings: torch.Tensor | None = None, profile: Profile | None = None, **kwargs: Any
+    ):
+        if profile is not None and profile_embeddings is not None:
+            raise ValueError("Pass either `profile` or `profile_embeddings`, not both.")
+        profile = profile_embeddings if profile_embeddings is not None else profile
+        with self.use_profile(profile, batch_size=_batch_size(args, kwargs)):
+            return self.model(*args, **kwargs)
+
+    def generate(self, *args: Any, profile: Profile | None = None, profile_embeddings: torch.Tensor | None = None, **kwargs):
+        if profile is not None and profile_embeddings is not None:
+            raise ValueError("Pass either `profile` or `profile_embeddings`, not both.")
+        profile = profile_embeddings if profile_embeddings is not None else profile
+        generation_config = kwargs.get("generation_config") or self.model.generation_config
+        expand = max(kwargs.get("num_beams") or generation_config.num_beams or 1, 1) * max(
+            kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1, 1
+        )
+        with self.use_profile(profile, batch_size=_batch_size(args, kwargs), expand=expand):
+            return self.model.generate(*args, **kwargs)
+
+    # ---- merging ---------------------------------------------------------------------------------------------------
+
+    def merge_profile(self, profile: str | torch.Tensor, safe_merge: bool = True) -> None:
+        """Merge one user's generated adapter into the base weights (undo with `unmerge_adapter()`)."""
+        if not isinstance(profile, (str, torch.Tensor)) or (isinstance(profile, torch.Tensor) and profile.ndim != 1):
+            raise ValueError("`merge_profile` takes one profile: a string or a 1-D embedding.")
+        with self._lock:
+            if self._any_merged():
+                raise ValueError("A profile is already merged; call `unmerge_adapter()` first.")
+            with torch.no_grad():
+                self._generated.weights = self.generate_lora(profile)
+            try:
+                for _, layer, _ in self._wrapped:
+                    layer.merge(safe_merge=safe_merge)
+            except Exception:
+                for _, layer, _ in self._wrapped:
+                    if layer.merged:
+                        layer.unmerge()
+                raise
+            finally:
+                self._generated.weights = None
+
+    def merge_and_unload(self, profile: str | torch.Tensor | None = None, progressbar: bool = False, safe_merge: bool = True, **kwargs):
+        """Merge `profile`'s adapter (or the one already merged) and return the plain base model."""
+        if profile is not None:
+            self.merge_profile(profile, safe_merge=safe_merge)
+        elif not self._any_merged():
+            raise ValueError("Pass the `profile` whose adapter should be merged.")
+        return self._unload_and_optionally_merge(merge=False, progressbar=progressbar)
+
+
+def _batch_size(args: tuple, kwargs: dict) -> int | None:
+    for value in (*args[:1], kwargs.get("input_ids"), kwargs.get("inputs_embeds")):
+        if isinstance(value, torch.Tensor):
+            return value.shape[0]
+    return None
