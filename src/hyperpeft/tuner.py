@@ -266,13 +266,15 @@ class HyperLoraModel(BaseTuner):
             with torch.no_grad():
                 self._generated.weights = self.generate_lora(profile)
             try:
+                if safe_merge:  # check every layer before touching any weight, so a refusal changes nothing
+                    for key, layer, _ in self._wrapped:
+                        if not torch.isfinite(layer.base_layer.weight + layer.get_delta_weight()).all():
+                            raise ValueError(
+                                f"Merging this profile's adapter into {key} gives NaN or inf weights; the "
+                                "hypernetwork's output is broken for this profile. Nothing was merged."
+                            )
                 for _, layer, _ in self._wrapped:
-                    layer.merge(safe_merge=safe_merge)
-            except Exception:
-                for _, layer, _ in self._wrapped:
-                    if layer.merged:
-                        layer.unmerge()
-                raise
+                    layer.merge()
             finally:
                 self._generated.weights = None
 

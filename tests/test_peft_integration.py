@@ -1,0 +1,100 @@
+"""PEFT interoperability: the registry bridge, get_peft_model, PeftModel.from_pretrained, unload, and export_lora."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import PROFILE_DIM, make_base, perturb, profiles
+from peft import LoraConfig, PeftConfig, PeftModel, PeftType, get_peft_model
+
+import hyperpeft.registry as registry
+from hyperpeft import HyperLoraConfig, HyperLoraModel, HyperPeftModel
+
+
+def test_peft_type_is_registered():
+    assert PeftType("HYPER_LORA") is PeftType.HYPER_LORA
+    assert PeftType.HYPER_LORA in list(PeftType)
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+
+    assert PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.HYPER_LORA] is HyperLoraConfig
+    assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.HYPER_LORA] is HyperLoraModel
+    registry.register_with_peft(HyperLoraConfig, HyperLoraModel)  # idempotent
+
+
+def test_bridge_failure_names_the_peft_version(monkeypatch):
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    def broken(**kwargs):
+        raise KeyError("internals moved")
+
+    monkeypatch.delitem(PEFT_TYPE_TO_CONFIG_MAPPING, PeftType.HYPER_LORA)
+    monkeypatch.setattr("peft.utils.register_peft_method", broken)
+    import peft
+
+    with pytest.raises(RuntimeError, match=f"peft {peft.__version__}.*internals moved"):
+        registry.register_with_peft(HyperLoraConfig, HyperLoraModel)
+
+
+def test_get_peft_model_builds_the_hypernetwork():
+    model = get_peft_model(make_base(), HyperLoraConfig(r=4, profile_dim=PROFILE_DIM))
+    assert isinstance(model.base_model, HyperLoraModel)
+    trainable, total = model.get_nb_trainable_parameters()
+    assert trainable == sum(p.numel() for p in model.base_model.hypernetwork.parameters())
+    ids = torch.randint(3, 96, (2, 5))
+    out = model(input_ids=ids, profile_embeddings=profiles(2))
+    assert out.logits.shape == (2, 5, 96)
+    generated = model.generate(input_ids=ids, profile=profiles(2), max_new_tokens=2, do_sample=False)
+    assert generated.shape == (2, 7)
+
+
+def test_peft_loads_a_hyperpeft_checkpoint(tmp_path):
+    model = HyperPeftModel(make_base(), HyperLoraConfig(r=4, profile_dim=PROFILE_DIM)).eval()
+    perturb(model)
+    model.save_pretrained(tmp_path)
+    assert isinstance(PeftConfig.from_pretrained(tmp_path), HyperLoraConfig)
+    loaded = PeftModel.from_pretrained(make_base(), tmp_path)
+    ids = torch.randint(3, 96, (2, 5))
+    users = profiles(2)
+    assert torch.equal(
+        loaded(input_ids=ids, profile_embeddings=users).logits, model(input_ids=ids, profile_embeddings=users).logits
+    )
+
+
+def test_unload_gives_back_the_base_model():
+    reference = make_base()
+    model = HyperPeftModel(make_base(), HyperLoraConfig(r=4, profile_dim=PROFILE_DIM))
+    perturb(model)
+    base = model.unload()
+    assert not any("HyperLora" in type(m).__name__ for m in base.modules())
+    ids = torch.randint(3, 96, (1, 5))
+    assert torch.equal(base(input_ids=ids).logits, reference(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("target_modules", [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]])
+def test_exported_adapter_reproduces_the_logits_through_plain_peft(tmp_path, arch, target_modules):
+    model = HyperPeftModel(
+        make_base(arch), HyperLoraConfig(r=4, lora_alpha=8, profile_dim=PROFILE_DIM, target_modules=target_modules)
+    ).eval()
+    perturb(model, std=0.3)
+    user = profiles(1)[0]
+    model.export_lora(user, tmp_path / "user")
+
+    config = json.loads((tmp_path / "user" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 8
+    assert isinstance(PeftConfig.from_pretrained(tmp_path / "user"), LoraConfig)
+    plain = PeftModel.from_pretrained(make_base(arch), tmp_path / "user").eval()
+    ids = torch.randint(3, 96, (2, 9), generator=torch.Generator().manual_seed(4))
+    expected = model(input_ids=ids, profile_embeddings=user).logits
+    got = plain(input_ids=ids).logits
+    with plain.disable_adapter():
+        base = plain(input_ids=ids).logits
+    assert (got - base).abs().max() > 1e-2  # the adapter does something
+    assert (got - expected).abs().max() <= 1e-4
+
+
+def test_export_refuses_several_profiles(tmp_path):
+    model = HyperPeftModel(make_base(), HyperLoraConfig(r=4, profile_dim=PROFILE_DIM))
+    with pytest.raises(ValueError, match="one user's profile"):
+        model.export_lora(profiles(2), tmp_path)
