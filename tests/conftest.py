@@ -67,5 +67,5 @@ def minilm_encoder():
     from hyperpeft import ProfileEncoder
 
     encoder = ProfileEncoder("all-minilm-l6-v2", device="cpu")
-    encoder.model  # load once per session
+    assert encoder.dim == 384  # loads the model once per session
     return encoder

@@ -46,7 +46,10 @@ def test_checkpoint_holds_the_hypernetwork_only(tmp_path):
     assert tensors and all(k.startswith("base_model.hypernetwork.") for k in tensors)
     base_names = {n for n, _ in model.base_model.model.named_parameters()}
     assert not any(k.removeprefix("base_model.") in base_names or "base_layer" in k for k in tensors)
-    assert sum(t.numel() for t in tensors.values()) == sum(p.numel() for p in model.hypernetwork.parameters()) + 2 * PROFILE_DIM
+    assert (
+        sum(t.numel() for t in tensors.values())
+        == sum(p.numel() for p in model.hypernetwork.parameters()) + 2 * PROFILE_DIM
+    )
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert config["peft_type"] == "HYPER_LORA" and config["r"] == 4
     assert "hyperpeft" in (tmp_path / MODEL_CARD_NAME).read_text()
@@ -137,10 +140,18 @@ def test_checkpoint_for_another_base_model_names_the_shape(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     other = LlamaForCausalLM(
-        LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                    num_key_value_heads=2)
+        LlamaConfig(
+            vocab_size=96,
+            hidden_size=48,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
     )
-    with pytest.raises(ValueError, match=r"made for another base model: `heads\.q_proj\.weight` has shape \(256, 256\)"):
+    with pytest.raises(
+        ValueError, match=r"made for another base model: `heads\.q_proj\.weight` has shape \(256, 256\)"
+    ):
         HyperPeftModel.from_pretrained(other, tmp_path)
 
 
@@ -159,7 +170,9 @@ def test_from_pretrained_without_a_base_rebuilds_it_from_the_config(tmp_path, mo
     loaded = HyperPeftModel.from_pretrained(str(tmp_path))
     assert requested == ["tiny-test-base"]
     user = profiles(1)[0]
-    assert torch.equal(loaded(input_ids=ids, profile_embeddings=user).logits, model(input_ids=ids, profile_embeddings=user).logits)
+    assert torch.equal(
+        loaded(input_ids=ids, profile_embeddings=user).logits, model(input_ids=ids, profile_embeddings=user).logits
+    )
 
 
 def _fake_hub_cache(cache: Path, repo_id: str, source: Path) -> None:
@@ -179,7 +192,9 @@ def test_hub_repo_id_resolves_from_the_local_cache_offline(tmp_path):
     loaded = HyperPeftModel.from_pretrained(make_base(), "org/p2p-tiny", cache_dir=tmp_path / "hub")
     ids = torch.randint(3, 96, (1, 5))
     user = profiles(1)[0]
-    assert torch.equal(loaded(input_ids=ids, profile_embeddings=user).logits, model(input_ids=ids, profile_embeddings=user).logits)
+    assert torch.equal(
+        loaded(input_ids=ids, profile_embeddings=user).logits, model(input_ids=ids, profile_embeddings=user).logits
+    )
 
 
 def test_missing_hub_repo_gives_a_clear_error(tmp_path):

@@ -278,3 +278,10 @@ def test_wrong_types_for_the_constructor():
         HyperPeftModel(make_base(), {"r": 8})
     with pytest.raises(TypeError, match="causal LM"):
         HyperPeftModel("gpt2", HyperLoraConfig())
+
+
+def test_wrapping_twice_is_refused():
+    base = make_base()
+    HyperPeftModel(base, HyperLoraConfig(profile_dim=PROFILE_DIM))
+    with pytest.raises(ValueError, match="already wrapped by hyperpeft"):
+        HyperPeftModel(base, HyperLoraConfig(profile_dim=PROFILE_DIM))

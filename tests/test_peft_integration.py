@@ -72,7 +72,9 @@ def test_unload_gives_back_the_base_model():
     assert torch.equal(base(input_ids=ids).logits, reference(input_ids=ids).logits)
 
 
-@pytest.mark.parametrize("target_modules", [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]])
+@pytest.mark.parametrize(
+    "target_modules", [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]]
+)
 def test_exported_adapter_reproduces_the_logits_through_plain_peft(tmp_path, arch, target_modules):
     model = HyperPeftModel(
         make_base(arch), HyperLoraConfig(r=4, lora_alpha=8, profile_dim=PROFILE_DIM, target_modules=target_modules)

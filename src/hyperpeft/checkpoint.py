@@ -89,9 +89,9 @@ def resolve_checkpoint(
         )
     except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
         raise ValueError(
-            f"Could not find the checkpoint {name!r}: it is not a local folder, and the Hub repo could not be resolved "
-            f"({type(error).__name__}). Check the name, log in for a private repo, or, offline, download it first "
-            "(it is then read from the local HF cache)."
+            f"Could not find the checkpoint {name!r}: it is not a local folder, and the Hub repo could not be "
+            f"resolved ({type(error).__name__}). Check the name, log in for a private repo, or, offline, download "
+            "it first (it is then read from the local HF cache)."
         ) from error
     return Path(folder)
 

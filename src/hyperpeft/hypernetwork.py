@@ -46,10 +46,13 @@ class HyperNetwork(nn.Module):
     >>> import torch
     >>> from hyperpeft import HyperLoraConfig
     >>> from hyperpeft.hypernetwork import HyperNetwork, TargetLayout
-    >>> layout = TargetLayout(shapes={"q_proj": (16, 16), "v_proj": (16, 8)}, depths={"q_proj": (0, 1), "v_proj": (0, 1)}, num_layers=2)
+    >>> layout = TargetLayout(
+    ...     shapes={"q_proj": (16, 16), "v_proj": (16, 8)}, depths={"q_proj": (0, 1), "v_proj": (0, 1)}, num_layers=2
+    ... )
     >>> net = HyperNetwork(HyperLoraConfig(r=4, profile_dim=6), layout)
     >>> lora = net(torch.randn(3, 6))
-    >>> tuple(lora["v_proj"][0].shape), tuple(lora["v_proj"][1].shape)  # A: (users, layers, r, in), B: (users, layers, out, r)
+    >>> a, b = lora["v_proj"]  # A: (users, layers, r, in), B: (users, layers, out, r)
+    >>> tuple(a.shape), tuple(b.shape)
     ((3, 2, 4, 16), (3, 2, 8, 4))
     ```
     """
@@ -83,7 +86,10 @@ class HyperNetwork(nn.Module):
         trunk.append(nn.LayerNorm(config.hidden_dim))
         self.trunk = nn.Sequential(*trunk)
         self.heads = nn.ModuleDict(
-            {m: nn.Linear(config.hidden_dim, self.r * fan_in + fan_out * self.r) for m, (fan_in, fan_out) in layout.shapes.items()}
+            {
+                m: nn.Linear(config.hidden_dim, self.r * fan_in + fan_out * self.r)
+                for m, (fan_in, fan_out) in layout.shapes.items()
+            }
         )
         self.output_scale = 1.0 / math.sqrt(config.hidden_dim)
         self.reset_heads()

@@ -32,7 +32,7 @@ from .embedded import load_base_model
 from .encoder import ProfileEncoder
 from .hypernetwork import HyperNetwork
 from .registry import PEFT_TYPE_NAME
-from .tuner import HyperLoraModel, Profile
+from .tuner import Profile
 
 logger = logging.get_logger(__name__)
 
@@ -124,7 +124,7 @@ class HyperPeftModel(PeftModelForCausalLM):
         `transformers` generation with each row's generated LoRA.
 
         Args:
-            profile (`str`, `list[str]` or `torch.Tensor`): one string (or 1-D embedding) for every row, or one per row.
+            profile (`str`, `list[str]` or `torch.Tensor`): one string (or 1-D embedding) for all rows, or one per row.
             *args, **kwargs: as for the base model's `generate` (`input_ids`, `attention_mask`, `max_new_tokens`...).
         """
         return super().generate(*args, profile=profile, **kwargs)
@@ -140,7 +140,9 @@ class HyperPeftModel(PeftModelForCausalLM):
     def lora_state_dict(self, profile: str | torch.Tensor) -> dict[str, torch.Tensor]:
         """One user's adapter as a PEFT LoRA state dict (`...q_proj.lora_A.weight` `[r, in]`, `lora_B` `[out, r]`)."""
         if isinstance(profile, torch.Tensor) and profile.ndim != 1:
-            raise ValueError(f"Pass one user's profile: a string or a 1-D embedding, not shape {tuple(profile.shape)}.")
+            raise ValueError(
+                f"Pass one user's profile: a string or a 1-D embedding, not shape {tuple(profile.shape)}."
+            )
         if not isinstance(profile, (str, torch.Tensor)):
             raise TypeError(f"`profile` should be one string or a 1-D embedding, not {type(profile).__name__}.")
         lora = self.base_model.generate_lora(profile)

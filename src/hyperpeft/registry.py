@@ -2,9 +2,9 @@
 
 PEFT keeps its methods in the `PeftType` enum and refuses to register a name that is not in it, and the enum cannot be
 extended through a public API. This module adds the `HYPER_LORA` member at import time and registers hyperpeft's config
-and tuner classes, so that `get_peft_model`, `PeftConfig.from_pretrained`, `PeftModel.from_pretrained` and `unload` work
-for hyperpeft checkpoints. It touches PEFT internals, so it lives here alone, is tested, and raises a clear error that
-names the PEFT version if those internals change.
+and tuner classes, so that `get_peft_model`, `PeftConfig.from_pretrained`, `PeftModel.from_pretrained` and `unload`
+work for hyperpeft checkpoints. It touches PEFT internals, so it lives here alone, is tested, and raises a clear error
+that names the PEFT version if those internals change.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ PREFIX = "hyper_lora_"
 
 def _bridge_error(step: str, error: Exception) -> RuntimeError:
     return RuntimeError(
-        f"hyperpeft could not {step} with peft {peft.__version__} ({type(error).__name__}: {error}). This PEFT release "
-        "changed the internals that hyperpeft's registry bridge relies on; install a PEFT version hyperpeft supports "
-        "(`pip install 'peft>=0.17,<0.22'`) or upgrade hyperpeft."
+        f"hyperpeft could not {step} with peft {peft.__version__} ({type(error).__name__}: {error}). This PEFT "
+        "release changed the internals that hyperpeft's registry bridge relies on; install a PEFT version that "
+        "hyperpeft supports (`pip install 'peft>=0.17,<0.22'`) or upgrade hyperpeft."
     )
 
 
@@ -55,7 +55,10 @@ def register_with_peft(config_cls: type, tuner_cls: type) -> None:
     """Register hyperpeft's config and tuner classes in PEFT's mappings (idempotent)."""
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 
-    if PEFT_TYPE_TO_CONFIG_MAPPING.get(HYPER_LORA) is config_cls and PEFT_TYPE_TO_TUNER_MAPPING.get(HYPER_LORA) is tuner_cls:
+    if (
+        PEFT_TYPE_TO_CONFIG_MAPPING.get(HYPER_LORA) is config_cls
+        and PEFT_TYPE_TO_TUNER_MAPPING.get(HYPER_LORA) is tuner_cls
+    ):
         return
     try:
         from peft.utils import register_peft_method

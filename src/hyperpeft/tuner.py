@@ -67,6 +67,11 @@ class HyperLoraModel(BaseTuner):
     def _pre_injection_hook(self, model: nn.Module, config: HyperLoraConfig, adapter_name: str) -> None:
         if len(getattr(self, "peft_config", {})) > 1:
             raise ValueError("hyperpeft supports one hypernetwork per model; wrap a fresh base model instead.")
+        if any(isinstance(module, HyperLoraLinear) for module in model.modules()):
+            raise ValueError(
+                "This base model is already wrapped by hyperpeft; call `.unload()` on the earlier model first, or "
+                "load a fresh base model."
+            )
         if isinstance(config.target_modules, list):
             names = _linear_module_names(model)
             unknown = [t for t in config.target_modules if t.rsplit(".", 1)[-1] not in names]
@@ -184,14 +189,14 @@ class HyperLoraModel(BaseTuner):
             )
         return embeddings.to(self.hypernetwork.profile_mean.device)
 
-    def generate_lora(self, profile: Profile, batch_size: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def generate_lora(
+        self, profile: Profile, batch_size: int | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Run the hypernetwork: per module type, A `(n, layers, r, in)` and B `(n, layers, out, r)`."""
         return self.hypernetwork(self.embed_profiles(profile, batch_size))
 
     @contextmanager
-    def use_profile(
-        self, profile: Profile | None, batch_size: int | None = None, expand: int = 1
-    ) -> Iterator[None]:
+    def use_profile(self, profile: Profile | None, batch_size: int | None = None, expand: int = 1) -> Iterator[None]:
         """Generate the LoRA weights for `profile` and keep them in place while the block runs.
 
         Calls are serialized by a lock, so threads sharing one model each get their own profile's weights. In training
@@ -213,7 +218,10 @@ class HyperLoraModel(BaseTuner):
             weights = self.generate_lora(profile, batch_size)
             if expand > 1 and next(iter(weights.values()))[0].shape[0] > 1:
                 # beam search / several return sequences repeat each row: repeat its weights alike
-                weights = {m: (a.repeat_interleave(expand, 0), b.repeat_interleave(expand, 0)) for m, (a, b) in weights.items()}
+                weights = {
+                    m: (a.repeat_interleave(expand, 0), b.repeat_interleave(expand, 0))
+                    for m, (a, b) in weights.items()
+                }
             self._generated.weights = weights
             try:
                 yield
@@ -243,7 +251,9 @@ class HyperLoraModel(BaseTuner):
         with self.use_profile(profile, batch_size=_batch_size(args, kwargs)):
             return self.model(*args, **kwargs)
 
-    def generate(self, *args: Any, profile: Profile | None = None, profile_embeddings: torch.Tensor | None = None, **kwargs):
+    def generate(
+        self, *args: Any, profile: Profile | None = None, profile_embeddings: torch.Tensor | None = None, **kwargs
+    ):
         if profile is not None and profile_embeddings is not None:
             raise ValueError("Pass either `profile` or `profile_embeddings`, not both.")
         profile = profile_embeddings if profile_embeddings is not None else profile
@@ -278,7 +288,9 @@ class HyperLoraModel(BaseTuner):
             finally:
                 self._generated.weights = None
 
-    def merge_and_unload(self, profile: str | torch.Tensor | None = None, progressbar: bool = False, safe_merge: bool = True, **kwargs):
+    def merge_and_unload(
+        self, profile: str | torch.Tensor | None = None, progressbar: bool = False, safe_merge: bool = True, **kwargs
+    ):
         """Merge `profile`'s adapter (or the one already merged) and return the plain base model."""
         if profile is not None:
             self.merge_profile(profile, safe_merge=safe_merge)
