@@ -44,7 +44,7 @@ def main() -> None:
         torch.manual_seed(0)
         with torch.no_grad():
             for head in model.hypernetwork.heads.values():
-                head.weight.normal_(std=0.02)
+                head.weight.normal_(std=0.04)
 
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True
