@@ -2,10 +2,10 @@
 
 Run it from the repository root:
 
-    # CPU, the embedded SmolLM2-135M-Instruct base (a full run takes several minutes on 2 cores; keep the machine quiet)
+    # CPU, the embedded SmolLM2-135M-Instruct base (several minutes on 2 cores; run it on a quiet machine)
     .venv/bin/python benchmarks/core.py --device cpu
 
-    # smoke run: tiny batches and iteration counts, about two minutes on CPU
+    # smoke run: tiny batches and iteration counts, under a minute on CPU
     .venv/bin/python benchmarks/core.py --device cpu --quick --out /tmp/bench-quick.json
 
     # GPU, a base of realistic size built from a config in code (random bf16 weights, no download)
@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import gc
 import itertools
 import json
@@ -101,12 +102,12 @@ REALISTIC_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 # Words for synthetic profile texts; every text also carries a unique user number, so none is ever cached.
-_TRAITS = [
-    "prefers short answers", "writes in lowercase", "tags films by their mood", "likes formal English",
-    "asks about vegetarian cooking", "uses British spelling", "loves hard science fiction", "writes long reviews",
-    "rates thrillers harshly", "quotes poetry", "follows European football", "reads history books",
-    "dislikes spoilers", "uses many emojis", "works as a nurse", "collects vinyl records",
-]
+_TRAITS = (
+    "prefers short answers, writes in lowercase, tags films by their mood, likes formal English, asks about "
+    "vegetarian cooking, uses British spelling, loves hard science fiction, writes long reviews, rates thrillers "
+    "harshly, quotes poetry, follows European football, reads history books, dislikes spoilers, uses many emojis, "
+    "works as a nurse, collects vinyl records"
+).split(", ")
 
 
 # ---- settings ------------------------------------------------------------------------------------------------------
@@ -136,17 +137,33 @@ class Settings:
 def make_settings(device: torch.device, quick: bool) -> Settings:
     if quick:
         return Settings(
-            adapter_warmup=1, adapter_repeats=3, encoder_repeats=2,
-            train_batch=2, train_tokens=32, train_warmup=1, train_repeats=1,
-            generate_batches=(1, 2), prompt_tokens=16, new_tokens=4, generate_warmup=1, generate_repeats=1,
-            first_token_warmup=1, first_token_repeats=2,
-        )  # fmt: skip
+            adapter_warmup=1,
+            adapter_repeats=3,
+            encoder_repeats=2,
+            train_batch=2,
+            train_tokens=32,
+            train_warmup=1,
+            train_repeats=1,
+            generate_batches=(1, 2),
+            prompt_tokens=16,
+            new_tokens=4,
+            generate_warmup=1,
+            generate_repeats=1,
+            first_token_warmup=1,
+            first_token_repeats=2,
+        )
     if device.type == "cuda":
         return Settings(
-            adapter_warmup=5, adapter_repeats=50, encoder_repeats=10,
-            train_warmup=3, train_repeats=10, generate_warmup=2, generate_repeats=10,
-            first_token_warmup=2, first_token_repeats=10,
-        )  # fmt: skip
+            adapter_warmup=5,
+            adapter_repeats=50,
+            encoder_repeats=10,
+            train_warmup=3,
+            train_repeats=10,
+            generate_warmup=2,
+            generate_repeats=10,
+            first_token_warmup=2,
+            first_token_repeats=10,
+        )
     return Settings()  # CPU: one forward + backward at 8 x 256 takes ~20 s here, so few repeats
 
 
@@ -169,10 +186,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(cases: dict[str, Case], warmup: int, repeats: int, device: torch.device, label: str) -> dict[str, list[float]]:
+def fixed(run: Callable[[], Any]) -> Case:
+    """A case whose repeats need no setup."""
+    return lambda: run
+
+
+def measure(
+    cases: dict[str, Case], warmup: int, repeats: int, device: torch.device, label: str
+) -> dict[str, list[float]]:
     """Run every case `warmup` times untimed, then `repeats` times timed; the order of the cases alternates."""
     for i in range(warmup):
-        for name, case in cases.items():
+        for case in cases.values():
             run = case()
             synchronize(device)
             run()
@@ -270,14 +294,8 @@ def bench_adapter_generation(
     with torch.inference_mode():
         for users in settings.users:
             embeddings = torch.randn(users, profile_dim, device=device)
-
-            def hypernetwork_only(embeddings: torch.Tensor = embeddings) -> Callable[[], Any]:
-                return lambda: tuner.generate_lora(embeddings)
-
-            def with_encoder(users: int = users) -> Callable[[], Any]:
-                texts = new_profile_texts(users)
-                return lambda: tuner.generate_lora(encoder.encode(texts))
-
+            hypernetwork_only = fixed(functools.partial(tuner.generate_lora, embeddings))
+            with_encoder = functools.partial(_encode_and_generate_case, tuner, encoder, users)
             for name, case, repeats in [
                 ("hypernetwork", hypernetwork_only, settings.adapter_repeats),
                 ("encoder+hypernetwork", with_encoder, settings.encoder_repeats),
@@ -288,6 +306,11 @@ def bench_adapter_generation(
                 result["per_user_ms"] = result["median_s"] / users * 1e3
                 results.append(result)
     return results
+
+
+def _encode_and_generate_case(tuner, encoder: ProfileEncoder, users: int) -> Callable[[], Any]:
+    texts = new_profile_texts(users)  # never seen before, so the encoder's cache cannot answer
+    return lambda: tuner.generate_lora(encoder.encode(texts))
 
 
 # ---- (b) forward + backward ----------------------------------------------------------------------------------------
@@ -316,9 +339,9 @@ def bench_train_step(
         lora.zero_grad(set_to_none=True)
         return lambda: lora(input_ids=input_ids, attention_mask=attention_mask, labels=input_ids).loss.backward()
 
+    cases = {"hyperpeft": hyper_case, "peft_lora": lora_case}
     label = f"(b) forward+backward {batch}x{tokens}"
-    times = measure({"hyperpeft": hyper_case, "peft_lora": lora_case}, settings.train_warmup, settings.train_repeats,
-                    device, label)  # fmt: skip
+    times = measure(cases, settings.train_warmup, settings.train_repeats, device, label)
     # The profiles must really reach the layers: B's head gets a gradient through every wrapped layer.
     grads = [p.grad for p in hyper.hypernetwork.parameters() if p.grad is not None]
     hypernetwork_got_gradients = bool(grads) and any(bool(g.abs().sum() > 0) for g in grads)
@@ -357,24 +380,13 @@ def bench_generate(
         for batch in settings.generate_batches:
             prompts = make_prompts(tokenizer, batch, settings.prompt_tokens, device)
             embeddings = torch.randn(batch, hyper.hypernetwork.profile_dim, device=device)
-            lengths = {}
-
-            def hyper_case() -> Callable[[], Any]:
-                def run() -> None:
-                    lengths["hyperpeft"] = hyper.generate(**prompts, profile=embeddings, generation_config=config).shape
-                return run
-
-            def lora_case() -> Callable[[], Any]:
-                def run() -> None:
-                    lengths["peft_lora"] = lora.generate(**prompts, generation_config=config).shape
-                return run
-
+            generate = functools.partial(_generate_checked, prompts=prompts, config=config)
+            cases = {
+                "hyperpeft": fixed(functools.partial(generate, hyper, profile=embeddings)),
+                "peft_lora": fixed(functools.partial(generate, lora)),
+            }
             label = f"(c) generate {settings.new_tokens} tokens, batch {batch}"
-            times = measure({"hyperpeft": hyper_case, "peft_lora": lora_case}, settings.generate_warmup,
-                            settings.generate_repeats, device, label)  # fmt: skip
-            expected = (batch, prompts["input_ids"].shape[1] + settings.new_tokens)
-            if tuple(lengths["hyperpeft"]) != expected or tuple(lengths["peft_lora"]) != expected:
-                raise RuntimeError(f"Generated shapes {lengths} differ from {expected}; the timings are not comparable.")
+            times = measure(cases, settings.generate_warmup, settings.generate_repeats, device, label)
             result = {
                 "batch": batch,
                 "prompt_tokens": prompts["input_ids"].shape[1],
@@ -385,6 +397,13 @@ def bench_generate(
             result["ratio"] = result["hyperpeft"]["median_s"] / result["peft_lora"]["median_s"]
             results.append(result)
     return results
+
+
+def _generate_checked(model, prompts: dict[str, torch.Tensor], config: GenerationConfig, **kwargs: Any) -> None:
+    ids = model.generate(**prompts, generation_config=config, **kwargs)
+    expected = (prompts["input_ids"].shape[0], prompts["input_ids"].shape[1] + config.max_new_tokens)
+    if tuple(ids.shape) != expected:
+        raise RuntimeError(f"{type(model).__name__} generated shape {tuple(ids.shape)}, not {expected}.")
 
 
 # ---- (d) time to first token for a new user ------------------------------------------------------------------------
@@ -402,7 +421,8 @@ def bench_first_token(
     """New user -> first token. hyperpeft: encode + hypernetwork + prefill; PEFT: load the adapter + prefill."""
     prompts = make_prompts(tokenizer, 1, settings.prompt_tokens, device)
     config = GenerationConfig(max_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    folder = Path(tempfile.mkdtemp(prefix="hyperpeft-bench-"))
+    workdir = tempfile.TemporaryDirectory(prefix="hyperpeft-bench-")
+    folder = Path(workdir.name)
     exported = itertools.count()
 
     def hyper_case() -> Callable[[], Any]:
@@ -420,11 +440,12 @@ def bench_first_token(
         return lambda: lora.generate(**prompts, generation_config=config)
 
     cases = {"hyperpeft": hyper_case, "peft_lora_load": lora_load_case, "peft_lora_prefill_only": lora_prefill_case}
-    with torch.inference_mode():
+    with workdir, torch.inference_mode():
         times = measure(cases, settings.first_token_warmup, settings.first_token_repeats, device, "(d) first token")
+        adapter_bytes = sum(f.stat().st_size for f in (folder / "user-0").iterdir())
     result = {
         "prompt_tokens": prompts["input_ids"].shape[1],
-        "adapter_folder_bytes": sum(f.stat().st_size for f in (folder / "user-0").iterdir()),
+        "adapter_folder_bytes": adapter_bytes,
         **{name: summarize(values) for name, values in times.items()},
     }
     result["ratio"] = result["hyperpeft"]["median_s"] / result["peft_lora_load"]["median_s"]
@@ -471,41 +492,43 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         what = f"(a) adapter generation per user, {r['users']} user(s), " + (
             "encoder + hypernetwork" if r["includes_encoder"] else "hypernetwork only"
         )
-        target = r["users"] == 64 and not r["includes_encoder"]
-        rows.append({
-            "measurement": what, "hyperpeft": format_seconds(r["per_user_ms"] / 1e3), "peft_lora": "",
-            "ratio": None, "target": "≤ 2 ms/user" if target else "", "met": (r["per_user_ms"] <= 2.0) if target else None,
-        })  # fmt: skip
+        row = _row(what, hyperpeft=format_seconds(r["per_user_ms"] / 1e3))
+        if r["users"] == 64 and not r["includes_encoder"]:
+            row.update(target="≤ 2 ms/user", met=r["per_user_ms"] <= 2.0)
+        rows.append(row)
     if "train_step" in results:
         r = results["train_step"]
-        rows.append(_ratio_row(f"(b) forward+backward {r['batch']}×{r['tokens']}", r["hyperpeft"], r["peft_lora"],
-                               r["ratio"], 1.10))  # fmt: skip
+        rows.append(_ratio_row(f"(b) forward+backward {r['batch']}×{r['tokens']}", r, "peft_lora", 1.10))
     for r in results.get("generate", []):
         what = f"(c) generate {r['new_tokens']} tokens, batch {r['batch']}, prompt {r['prompt_tokens']}"
-        rows.append(_ratio_row(what, r["hyperpeft"], r["peft_lora"], r["ratio"], 1.05))
+        rows.append(_ratio_row(what, r, "peft_lora", 1.05))
     if "first_token" in results:
         r = results["first_token"]
-        row = _ratio_row(f"(d) first token, new user, prompt {r['prompt_tokens']}", r["hyperpeft"], r["peft_lora_load"],
-                         r["ratio"], None)  # fmt: skip
+        row = _ratio_row(f"(d) first token, new user, prompt {r['prompt_tokens']}", r, "peft_lora_load", None)
         row.update(target="hyperpeft faster (< 1)", met=r["ratio"] < 1.0)
         rows.append(row)
-        rows.append({
-            "measurement": "(d) of which PEFT prefill alone (adapter already loaded)", "hyperpeft": "",
-            "peft_lora": format_seconds(r["peft_lora_prefill_only"]["median_s"]), "ratio": None, "target": "",
-            "met": None,
-        })  # fmt: skip
+        prefill = format_seconds(r["peft_lora_prefill_only"]["median_s"])
+        rows.append(_row("(d) of which PEFT prefill alone (adapter already loaded)", peft_lora=prefill))
     return rows
 
 
-def _ratio_row(what: str, hyper: dict, lora: dict, ratio: float, limit: float | None) -> dict[str, Any]:
+def _row(what: str, hyperpeft: str = "", peft_lora: str = "") -> dict[str, Any]:
     return {
         "measurement": what,
-        "hyperpeft": format_seconds(hyper["median_s"]),
-        "peft_lora": format_seconds(lora["median_s"]),
-        "ratio": round(ratio, 3),
-        "target": f"≤ {limit:.2f}" if limit else "",
-        "met": (ratio <= limit) if limit else None,
+        "hyperpeft": hyperpeft,
+        "peft_lora": peft_lora,
+        "ratio": None,
+        "target": "",
+        "met": None,
     }
+
+
+def _ratio_row(what: str, result: dict[str, Any], baseline: str, limit: float | None) -> dict[str, Any]:
+    row = _row(what, format_seconds(result["hyperpeft"]["median_s"]), format_seconds(result[baseline]["median_s"]))
+    row["ratio"] = round(result["ratio"], 3)
+    if limit is not None:
+        row.update(target=f"≤ {limit:.2f}", met=result["ratio"] <= limit)
+    return row
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -513,7 +536,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.3f}"
         met = "" if row["met"] is None else ("yes" if row["met"] else "no")
-        lines.append(f"| {row['measurement']} | {row['hyperpeft']} | {row['peft_lora']} | {ratio} | {row['target']} | {met} |")
+        cells = [row["measurement"], row["hyperpeft"], row["peft_lora"], ratio, row["target"], met]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -529,23 +553,36 @@ def save_device_assets(folder: Path, tokenizer_name: str, encoder_name: str) -> 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny batches and iteration counts (a smoke run)")
-    parser.add_argument("--base-config", choices=["embedded", "realistic"], default="embedded",
-                        help="embedded: SmolLM2-135M-Instruct; realistic: a 7-8B-shaped model with random weights")  # fmt: skip
-    parser.add_argument("--realistic-shape", choices=sorted(REALISTIC_SHAPES), default="llama3-8b")
-    parser.add_argument("--realistic-layers", type=int, default=None,
-                        help="number of decoder layers of the realistic base (default: the real model's)")  # fmt: skip
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="base model dtype; auto: bfloat16 for the realistic base, float32 otherwise")  # fmt: skip
-    parser.add_argument("--tokenizer", default=hyperpeft.EMBEDDED_BASE_MODEL, help="tokenizer name or folder")
-    parser.add_argument("--encoder", default=hyperpeft.EMBEDDED_PROFILE_ENCODER, help="profile encoder name or folder")
-    parser.add_argument("--only", default="abcd", help="which measurements to run, e.g. 'ac' (default: abcd)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON output (default: benchmarks/results/core-<device>.json)")
-    parser.add_argument("--save-device-assets", type=Path, default=None, metavar="DIR",
-                        help="write the tokenizer and an fp16 encoder copy to DIR, then exit")  # fmt: skip
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--device", choices=["cpu", "cuda"], default="cpu")
+    add("--quick", action="store_true", help="tiny batches and iteration counts (a smoke run)")
+    add(
+        "--base-config",
+        choices=["embedded", "realistic"],
+        default="embedded",
+        help="embedded: SmolLM2-135M-Instruct; realistic: a 7-8B-shaped model with random weights",
+    )
+    add("--realistic-shape", choices=sorted(REALISTIC_SHAPES), default="llama3-8b")
+    add("--realistic-layers", type=int, default=None, help="decoder layers of the realistic base (default: all)")
+    add(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="base model dtype; auto: bfloat16 for the realistic base, float32 otherwise",
+    )
+    add("--tokenizer", default=hyperpeft.EMBEDDED_BASE_MODEL, help="tokenizer name or folder")
+    add("--encoder", default=hyperpeft.EMBEDDED_PROFILE_ENCODER, help="profile encoder name or folder")
+    add("--only", default="abcd", help="which measurements to run, e.g. 'ac' (default: abcd)")
+    add("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    add("--out", type=Path, default=None, help="JSON output (default: benchmarks/results/core-<device>.json)")
+    add(
+        "--save-device-assets",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the tokenizer and an fp16 encoder copy to DIR, then exit",
+    )
     args = parser.parse_args(argv)
     if set(args.only) - set("abcd") or not args.only:
         parser.error(f"--only takes letters from 'abcd', not {args.only!r}")
@@ -585,8 +622,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = load_base_model(hyperpeft.EMBEDDED_BASE_MODEL, dtype=dtype).to(device).eval()
     share_weights = realistic  # two full copies of an 8B model would not leave room for activations
 
-    hyper_config = HyperLoraConfig(r=RANK, lora_alpha=LORA_ALPHA, target_modules=TARGET_MODULES,
-                                   profile_encoder=args.encoder, profile_dim=encoder.dim)  # fmt: skip
+    hyper_config = HyperLoraConfig(
+        r=RANK,
+        lora_alpha=LORA_ALPHA,
+        target_modules=TARGET_MODULES,
+        profile_encoder=args.encoder,
+        profile_dim=encoder.dim,
+    )
     hyper = HyperPeftModel(clone_base(base, share_weights), hyper_config, profile_encoder=encoder).eval()
     lora_config = LoraConfig(r=RANK, lora_alpha=LORA_ALPHA, target_modules=TARGET_MODULES, task_type="CAUSAL_LM")
     lora = get_peft_model(clone_base(base, share_weights), lora_config).eval()
@@ -626,8 +668,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["summary"] = summary_rows(results)
     env = report["environment"]
     hardware = env.get("gpu", env["cpu"])
-    print(f"\n{report['settings']['base']} ({dtype}), {hardware}, {env['threads']} threads, torch {env['torch']}"
-          f"{', quick run' if args.quick else ''}\n")  # fmt: skip
+    print(
+        f"\n{report['settings']['base']} ({dtype}), {hardware}, {env['threads']} threads, torch {env['torch']}"
+        f"{', quick run' if args.quick else ''}\n"
+    )
     print(markdown_table(report["summary"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

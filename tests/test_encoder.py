@@ -18,8 +18,8 @@ class CountingModel:
         self.seen.extend(texts)
         return self.inner.encode(texts, **kwargs)
 
-    def get_sentence_embedding_dimension(self):
-        return self.inner.get_sentence_embedding_dimension()
+    def get_embedding_dimension(self):
+        return self.inner.get_embedding_dimension()
 
 
 def test_embeddings_are_real_and_cached(minilm_encoder):
@@ -27,7 +27,7 @@ def test_embeddings_are_real_and_cached(minilm_encoder):
     encoder = ProfileEncoder(model=counting, batch_size=2)
     texts = ["likes short answers", "writes in slang", "likes short answers"]
     first = encoder.encode(texts)
-    assert first.shape == (3, 384) and first.dtype == torch.float32
+    assert first.shape == (3, 384) and first.dtype == torch.float32 and encoder.dim == 384
     assert torch.equal(first[0], first[2])
     assert counting.seen == ["likes short answers", "writes in slang"]  # each distinct text encoded once
     second = encoder.encode(["writes in slang", "a new user"])

@@ -83,7 +83,10 @@ class ProfileEncoder:
     @property
     def dim(self) -> int:
         """Width of the embeddings this encoder produces."""
-        return int(self.model.get_sentence_embedding_dimension())
+        model = self.model
+        # sentence-transformers 6 renamed the method; older releases only have the long name
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get_dim())
 
     def encode(self, texts: str | Sequence[str], show_progress_bar: bool = False) -> torch.Tensor:
         """

@@ -141,7 +141,11 @@ class HyperNetwork(nn.Module):
         for m in self.module_types:
             fan_in, fan_out = self.layout.shapes[m]
             layers = len(self.layout.depths[m])
-            flat = self.heads[m](hidden[:, start : start + layers]) * self.output_scale  # (B, L_m, r*in + out*r)
+            head = self.heads[m]
+            # output_scale · (W h + b), computed as W (s·h) + s·b: scaling the small input, not the large output
+            flat = nn.functional.linear(
+                hidden[:, start : start + layers] * self.output_scale, head.weight, head.bias * self.output_scale
+            )  # (B, L_m, r*in + out*r)
             a, b = flat.split([self.r * fan_in, fan_out * self.r], dim=-1)
             lora[m] = (a.view(batch, layers, self.r, fan_in), b.view(batch, layers, fan_out, self.r))
             start += layers
