@@ -69,3 +69,24 @@ def minilm_encoder():
     encoder = ProfileEncoder("all-minilm-l6-v2", device="cpu")
     assert encoder.dim == 384  # loads the model once per session
     return encoder
+
+
+TOKEN_WORDS = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>"] + [f"w{i}" for i in range(90)]
+
+
+def make_tokenizer():
+    """A word-level tokenizer built in code (96 tokens, matching the tiny models' vocabulary): w0 ... w89."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TOKEN_WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}<|user|> {{ m['content'] }} "
+        "{% else %}<|assistant|> {{ m['content'] }} </s> {% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+    )
+    return tokenizer

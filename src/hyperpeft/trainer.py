@@ -1,0 +1,268 @@
+"""`HyperSFTTrainer`: TRL's `SFTTrainer` training a Profile-to-PEFT hypernetwork across many users.
+
+It changes few of TRL's hooks, and says which: the profile and task columns survive dataset preparation
+(`_set_signature_columns_if_needed`), the collator carries each row's profile (`HyperDataCollator`), batches mix
+several tasks (`_get_train_sampler`), the weights kept for gradient checkpointing are released after each step
+(`training_step`), and checkpoints are hyperpeft folders loaded without pickles (`_load_from_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate.logging import get_logger
+from torch.utils.data import Sampler
+from trl import SFTConfig, SFTTrainer
+
+from .checkpoint import read_weights
+from .collator import HyperDataCollator
+from .model import HyperPeftModel
+from .training_state import (
+    OPTIMIZER_FILE,
+    load_optimizer_and_scheduler,
+    load_rng_state,
+    save_optimizer_and_scheduler,
+    save_rng_state,
+)
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class HyperSFTConfig(SFTConfig):
+    """
+    Configuration of [`HyperSFTTrainer`]: TRL's `SFTConfig` plus the fields below.
+
+    Parameters that control the profiles:
+        profile_column (`str`, defaults to `"profile"`): column with each row's profile text (or a precomputed
+            embedding as a list of floats).
+        fit_profile_statistics (`bool`, defaults to `True`): before training, z-score the hypernetwork's input with
+            the mean and standard deviation of the training rows' distinct profile embeddings.
+
+    Parameters that control batching:
+        task_column (`str`, defaults to `"task"`): column naming each row's task.
+        tasks_per_batch (`int`, defaults to 4): how many tasks every batch mixes (fewer when the data has fewer);
+            tasks are drawn with probability proportional to the square root of their size.
+
+    <Tip>
+
+    Defaults that differ from `SFTConfig`, following the paper: `learning_rate=2e-5`,
+    `per_device_train_batch_size=8` with `gradient_accumulation_steps=4` (batch 32), `bf16=False` unless set (the
+    hypernetwork trains in fp32; the base model keeps its dtype), and `packing=False`, `padding_free=False` enforced
+    (either would put several users in one row). `2e-5` suits ~20k GPU steps; short CPU runs need a higher rate
+    (the main job uses 3e-4).
+
+    </Tip>
+    """
+
+    profile_column: str = field(default="profile", metadata={"help": "Column with each row's profile."})
+    fit_profile_statistics: bool = field(
+        default=True, metadata={"help": "Z-score profile embeddings with training-profile statistics."}
+    )
+    task_column: str = field(default="task", metadata={"help": "Column naming each row's task."})
+    tasks_per_batch: int = field(default=4, metadata={"help": "Number of tasks mixed in every batch."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (paper: 2e-5)."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Rows per device and step."})
+    gradient_accumulation_steps: int = field(default=4, metadata={"help": "Steps accumulated per update."})
+    bf16: bool | None = field(default=False, metadata={"help": "Mixed precision bf16 (off by default)."})
+
+    def __post_init__(self):
+        if self.packing:
+            raise ValueError("`packing=True` would put several users' rows into one sequence; hyperpeft needs False.")
+        if self.padding_free:
+            raise ValueError("`padding_free=True` flattens a batch into one row of several users; leave it False.")
+        if (
+            isinstance(self.tasks_per_batch, bool)
+            or not isinstance(self.tasks_per_batch, int)
+            or self.tasks_per_batch < 1
+        ):
+            raise ValueError(f"`tasks_per_batch` should be a positive integer but is {self.tasks_per_batch!r}.")
+        super().__post_init__()
+
+
+class TaskBalancedSampler(Sampler[int]):
+    """
+    Yields dataset indices in consecutive groups of `batch_size`; each group mixes up to `tasks_per_batch` tasks,
+    drawn without replacement with probability proportional to the square root of each task's size, and splits its
+    rows evenly among them. Rows within a task are drawn without replacement, reshuffled when a task runs out.
+
+    Args:
+        tasks (`Sequence[str]`): the task of every row.
+        batch_size (`int`): rows per group (the per-device batch size).
+        tasks_per_batch (`int`): tasks mixed in each group.
+        seed (`int`): the random seed; `set_epoch` varies it per epoch.
+
+    Example:
+
+    ```python
+    >>> from hyperpeft.trainer import TaskBalancedSampler
+    >>> sampler = TaskBalancedSampler(["a", "a", "b", "b", "c", "c"], batch_size=2, tasks_per_batch=2, seed=0)
+    >>> len(list(sampler))
+    6
+    ```
+    """
+
+    def __init__(self, tasks: Sequence[str], batch_size: int, tasks_per_batch: int = 4, seed: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` should be at least 1 but is {batch_size}.")
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.rows_by_task: dict[str, list[int]] = {}
+        for index, task in enumerate(tasks):
+            self.rows_by_task.setdefault(task, []).append(index)
+        self.task_names = sorted(self.rows_by_task)
+        self.tasks_per_batch = min(tasks_per_batch, len(self.task_names), batch_size)
+        weights = sqrt_task_weights({t: len(self.rows_by_task[t]) for t in self.task_names})
+        self.task_weights = torch.tensor([weights[t] for t in self.task_names], dtype=torch.float64)
+        self.num_rows = len(tasks)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        queues: dict[str, list[int]] = {t: [] for t in self.task_names}
+
+        def next_row(task: str) -> int:
+            if not queues[task]:
+                rows = self.rows_by_task[task]
+                queues[task] = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+            return queues[task].pop()
+
+        produced = 0
+        while produced < self.num_rows:
+            chosen = torch.multinomial(self.task_weights, self.tasks_per_batch, replacement=False, generator=generator)
+            group = [self.task_names[i] for i in chosen.tolist()]
+            for slot in range(min(self.batch_size, self.num_rows - produced)):
+                yield next_row(group[slot % len(group)])
+                produced += 1
+
+
+class HyperSFTTrainer(SFTTrainer):
+    """
+    TRL's `SFTTrainer` for a [`HyperPeftModel`]: the SFT loss of the base model wearing each row's generated LoRA,
+    only the hypernetwork optimised. Rows need a prompt and a completion (TRL's formats; the loss is on the
+    completion by default) plus a profile column.
+
+    Args:
+        model ([`HyperPeftModel`]): the model to train (pass the model, not a `peft_config`).
+        args ([`HyperSFTConfig`]): training arguments.
+        **kwargs: as for `trl.SFTTrainer` (`train_dataset`, `eval_dataset`, `processing_class`, `callbacks`, ...).
+
+    Example:
+
+    ```python
+    >>> trainer = HyperSFTTrainer(model=model, args=HyperSFTConfig("out"), train_dataset=rows, processing_class=tok)
+    >>> trainer.train()
+    ```
+    """
+
+    def __init__(self, model: HyperPeftModel, args: HyperSFTConfig | None = None, data_collator=None, **kwargs):
+        if not isinstance(model, HyperPeftModel):
+            raise TypeError(f"`model` should be a HyperPeftModel, not {type(model).__name__}.")
+        if kwargs.get("peft_config") is not None:
+            raise ValueError("Pass the HyperPeftModel as `model`; `peft_config` is for plain PEFT methods.")
+        if args is None:
+            args = HyperSFTConfig("hyperpeft-sft")
+        if not isinstance(args, HyperSFTConfig):
+            raise TypeError(f"`args` should be a HyperSFTConfig, not {type(args).__name__}.")
+        for split in ("train_dataset", "eval_dataset"):
+            dataset = kwargs.get(split)
+            if dataset is not None and args.profile_column not in getattr(
+                dataset, "column_names", [args.profile_column]
+            ):
+                raise ValueError(
+                    f"`{split}` has no `{args.profile_column}` column (it has {dataset.column_names}); add each row's "
+                    "profile text, or set `profile_column`."
+                )
+        super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+        if data_collator is None:
+            self.data_collator = HyperDataCollator(
+                pad_token_id=self.data_collator.pad_token_id,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+                profile_column=args.profile_column,
+            )
+        self._embed_profiles_once()
+
+    def _embed_profiles_once(self) -> None:
+        """Encode every distinct profile text once (the encoder caches them) and fit the z-scoring statistics."""
+        if self.train_dataset is None:
+            return
+        column = self.args.profile_column
+        train = _distinct(self.train_dataset[column])
+        eval_sets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
+        texts = [p for p in train if isinstance(p, str)]
+        for dataset in eval_sets:
+            if dataset is not None:
+                texts += [p for p in _distinct(dataset[column]) if isinstance(p, str)]
+        tuner = self.model.base_model
+        if texts:
+            tuner.get_profile_encoder().encode(_distinct(texts), show_progress_bar=True)
+        if self.args.fit_profile_statistics and len(train) >= 2:
+            embeddings = tuner.embed_profiles(train if isinstance(train[0], str) else torch.tensor(train))
+            tuner.hypernetwork.set_profile_statistics(embeddings)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        for column in (self.args.profile_column, self.args.task_column):
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.task_column not in getattr(dataset, "column_names", []):
+            return super()._get_train_sampler(train_dataset)
+        return TaskBalancedSampler(
+            dataset[self.args.task_column],
+            batch_size=self.args.per_device_train_batch_size,
+            tasks_per_batch=self.args.tasks_per_batch,
+            seed=self.args.seed,
+        )
+
+    def training_step(self, *args, **kwargs):
+        try:
+            return super().training_step(*args, **kwargs)
+        finally:
+            # kept through backward for gradient checkpointing; not needed once the gradients exist
+            self.model.base_model.release_profile()
+
+    # Checkpoints hold no pickles: optimizer, scheduler and RNG states go to safetensors and JSON (training_state.py).
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # sharded states keep their own format
+            return super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            save_optimizer_and_scheduler(output_dir, self.optimizer, self.lr_scheduler)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and not load_optimizer_and_scheduler(checkpoint, self.optimizer, self.lr_scheduler):
+            logger.warning(f"{checkpoint} has no {OPTIMIZER_FILE}; the optimizer starts fresh.")
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        save_rng_state(output_dir, self.args.process_index, self.args.world_size)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is not None and not load_rng_state(checkpoint, self.args.process_index, self.args.world_size):
+            logger.warning(f"{checkpoint} has no RNG state for this process; resuming is not bit-reproducible.")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        target = model if model is not None else self.model
+        target._load_hypernetwork_weights(read_weights(Path(resume_from_checkpoint)), resume_from_checkpoint)
+
+
+def _distinct(profiles: list) -> list:
+    """Distinct profiles in first-seen order; embeddings (lists of floats) compared by value."""
+    return list({(tuple(p) if isinstance(p, list) else p): p for p in profiles}.values())
+
+
+def sqrt_task_weights(sizes: dict[str, int]) -> dict[str, float]:
+    """The probability of drawing each task: proportional to the square root of its number of rows."""
+    total = sum(math.sqrt(n) for n in sizes.values())
+    return {task: math.sqrt(n) / total for task, n in sizes.items()}

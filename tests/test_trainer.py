@@ -1,0 +1,185 @@
+"""HyperSFTTrainer on a tiny model: what trains, the profile column, refusals, task balance, resume."""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+
+import pytest
+import torch
+from conftest import PROFILE_DIM, make_base, make_tokenizer
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from hyperpeft import HyperLoraConfig, HyperPeftModel
+from hyperpeft.trainer import HyperSFTConfig, HyperSFTTrainer, TaskBalancedSampler, sqrt_task_weights
+
+
+def toy_rows(users: int = 12, per_user: int = 4, tasks: tuple[str, ...] = ("t1", "t2"), seed: int = 0) -> Dataset:
+    """Two kinds of user answer the same prompts differently; only the profile embedding says which kind."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for user in range(users):
+        kind = user % 2
+        embedding = torch.randn(PROFILE_DIM, generator=generator) * 0.1
+        embedding[kind] += 1.0
+        for q in range(per_user):
+            task = tasks[(user + q) % len(tasks)]
+            prompt = f"w{10 + q} w{11 + q} w{12 + q}"
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "completion": f" w{20 + kind} w{30 + kind}",
+                    "profile": embedding.tolist(),
+                    "task": task,
+                }
+            )
+    return Dataset.from_list(rows)
+
+
+def make_args(tmp_path, **overrides) -> HyperSFTConfig:
+    settings = dict(
+        output_dir=str(tmp_path),
+        max_steps=6,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=3,
+        max_length=32,
+        dataloader_num_workers=0,
+        tasks_per_batch=2,
+    )
+    settings.update(overrides)
+    return HyperSFTConfig(**settings)
+
+
+def make_trainer(tmp_path, dataset=None, **overrides) -> HyperSFTTrainer:
+    torch.manual_seed(0)
+    model = HyperPeftModel(make_base(), HyperLoraConfig(r=4, profile_dim=PROFILE_DIM))
+    return HyperSFTTrainer(
+        model=model,
+        args=make_args(tmp_path, **overrides),
+        train_dataset=dataset if dataset is not None else toy_rows(),
+        processing_class=make_tokenizer(),
+    )
+
+
+def test_hypernetwork_trains_and_the_base_does_not(tmp_path):
+    trainer = make_trainer(tmp_path)
+    model = trainer.model
+    hyper_before = {n: p.detach().clone() for n, p in model.hypernetwork.named_parameters()}
+    base_before = {n: p.detach().clone() for n, p in model.base_model.model.named_parameters()}
+    trainer.train()
+    changed = [n for n, p in model.hypernetwork.named_parameters() if not torch.equal(p, hyper_before[n])]
+    assert "heads.q_proj.weight" in changed and "trunk.0.weight" in changed
+    for name, parameter in model.base_model.model.named_parameters():
+        assert torch.equal(parameter, base_before[name]), name
+    assert model.base_model._generated.weights is None  # released after every step
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses[-1] < losses[0]
+
+
+def test_the_profile_column_survives_preparation_and_reaches_the_layers(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, max_steps=2)
+    assert "profile" in trainer.train_dataset.column_names and "task" in trainer.train_dataset.column_names
+    seen = []
+    tuner = trainer.model.base_model
+    original = tuner.embed_profiles
+
+    def spy(profile, batch_size=None):
+        seen.append((tuple(profile.shape), batch_size))
+        return original(profile, batch_size)
+
+    monkeypatch.setattr(tuner, "embed_profiles", spy)
+    trainer.train()
+    assert seen and all(shape == (4, PROFILE_DIM) and rows == 4 for shape, rows in seen)
+
+
+def test_profile_statistics_come_from_the_training_profiles(tmp_path):
+    dataset = toy_rows()
+    trainer = make_trainer(tmp_path, dataset=dataset, max_steps=1)
+    distinct = torch.tensor(list({tuple(p) for p in dataset["profile"]}))
+    torch.testing.assert_close(trainer.model.hypernetwork.profile_mean, distinct.mean(0))
+
+
+def test_packing_and_padding_free_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="packing=True"):
+        make_args(tmp_path, packing=True)
+    with pytest.raises(ValueError, match="padding_free=True"):
+        make_args(tmp_path, padding_free=True)
+
+
+def test_rows_without_profiles_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="no `profile` column"):
+        make_trainer(tmp_path, dataset=toy_rows().remove_columns("profile"))
+
+
+def test_model_must_be_a_hyperpeft_model(tmp_path):
+    with pytest.raises(TypeError, match="HyperPeftModel"):
+        HyperSFTTrainer(model=make_base(), args=make_args(tmp_path), train_dataset=toy_rows())
+
+
+def test_sampler_mixes_tasks_in_sqrt_proportions():
+    sizes = {"big": 400, "mid": 100, "small": 25, "tiny": 9, "other": 16}
+    tasks = [t for t, n in sizes.items() for _ in range(n)]
+    sampler = TaskBalancedSampler(tasks, batch_size=8, tasks_per_batch=4, seed=0)
+    counts = collections.Counter()
+    groups = 0
+    for epoch in range(30):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(tasks)
+        for start in range(0, len(order) - 7, 8):
+            group = {tasks[i] for i in order[start : start + 8]}
+            assert len(group) == 4  # every batch mixes four tasks
+            counts.update(group)
+            groups += 1
+    # P(task in a group of 4 drawn without replacement) is not the weight itself; check the order and spread
+    expected = sqrt_task_weights(sizes)
+    assert math.isclose(sum(expected.values()), 1.0)
+    ranking = sorted(sizes, key=lambda t: counts[t], reverse=True)
+    assert ranking == sorted(sizes, key=lambda t: expected[t], reverse=True)
+    first_picks = collections.Counter()
+    single = TaskBalancedSampler(tasks, batch_size=1, tasks_per_batch=1, seed=1)
+    for epoch in range(8):
+        single.set_epoch(epoch)
+        first_picks.update(tasks[i] for i in single)
+    total = sum(first_picks.values())
+    for task, weight in expected.items():
+        assert abs(first_picks[task] / total - weight) < 0.02, task
+
+
+def test_sampler_with_one_task_degrades_gracefully():
+    sampler = TaskBalancedSampler(["only"] * 10, batch_size=4, tasks_per_batch=4, seed=0)
+    assert sorted(sampler) == list(range(10))
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    full = make_trainer(tmp_path / "full", max_steps=6)
+    full.train()
+    expected = {n: p.detach().clone() for n, p in full.model.hypernetwork.named_parameters()}
+
+    first = make_trainer(tmp_path / "split", max_steps=6, save_strategy="steps", save_steps=3)
+    first.train()  # writes checkpoint-3 and checkpoint-6; resume from the middle one
+    checkpoint = tmp_path / "split" / "checkpoint-3"
+    files = set(os.listdir(checkpoint))
+    assert {"adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors", "rng_state.json"} <= files
+    assert not {f for f in files if f.endswith((".pt", ".pth"))}  # no pickles to load on resume
+    second = make_trainer(tmp_path / "resumed", max_steps=6)
+    steps_run = []
+
+    class CountSteps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps_run.append(state.global_step)
+
+    second.add_callback(CountSteps())
+    second.train(resume_from_checkpoint=str(checkpoint))
+    assert steps_run == [4, 5, 6]  # only the second half ran
+    for name, parameter in second.model.hypernetwork.named_parameters():
+        torch.testing.assert_close(parameter, expected[name], atol=1e-6, rtol=1e-5)
