@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,3 +184,33 @@ def test_resume_continues_the_same_run(tmp_path):
     assert steps_run == [4, 5, 6]  # only the second half ran
     for name, parameter in second.model.hypernetwork.named_parameters():
         torch.testing.assert_close(parameter, expected[name], atol=1e-6, rtol=1e-5)
+
+
+def test_push_to_hub_offline_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr("hyperpeft.trainer.hub_constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
+        make_trainer(tmp_path, push_to_hub=True, hub_model_id="org/p2p")
+
+
+def test_push_to_hub_uploads_the_checkpoint_and_a_model_card(tmp_path, monkeypatch):
+    uploads = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Url", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            uploads["repo"] = repo_id
+            uploads["files"] = sorted(os.listdir(folder_path))
+            uploads["card"] = (Path(folder_path) / "README.md").read_text()
+            return "commit"
+
+    monkeypatch.setattr("hyperpeft.trainer.hub_constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("transformers.trainer.hf_api", lambda *args, **kwargs: FakeApi())
+    trainer = make_trainer(tmp_path, max_steps=2, push_to_hub=True, hub_model_id="org/p2p", hub_strategy="end")
+    trainer.train()
+    trainer.push_to_hub()
+    assert uploads["repo"] == "org/p2p"
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(uploads["files"])
+    card = uploads["card"]
+    assert "library_name: hyperpeft" in card and "- steps: 2" in card and "'t1': 24" in card

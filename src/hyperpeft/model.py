@@ -216,7 +216,7 @@ class HyperPeftModel(PeftModelForCausalLM):
             CONFIG_NAME: serialize_json(config_dict),
         }
         if not (Path(save_directory) / MODEL_CARD_NAME).exists():
-            files[MODEL_CARD_NAME] = _model_card(self.hyper_config).encode()
+            files[MODEL_CARD_NAME] = model_card(self.hyper_config).encode()
         write_files_atomically(save_directory, files)
 
     @classmethod
@@ -339,28 +339,36 @@ def _config_from_dict(data: dict, folder: Path) -> HyperLoraConfig:
         raise ValueError(f"{folder / CONFIG_NAME} holds an invalid config: {error}") from error
 
 
-def _model_card(config: HyperLoraConfig) -> str:
+def model_card(config: HyperLoraConfig, training: dict | None = None) -> str:
+    """A model card: base model, encoder, LoRA settings and, after training, what the hypernetwork learned from."""
     base = config.base_model_name_or_path or "unknown"
-    return f"""---
-library_name: hyperpeft
-base_model: {base}
-tags:
-- hyperpeft
-- peft
-- lora
-- personalization
----
-
-# hyperpeft Profile-to-PEFT hypernetwork
-
-A hypernetwork that writes a personal LoRA adapter (r={config.r}, lora_alpha={config.lora_alpha}, target modules
-{config.target_modules}) for base model `{base}` from a user's profile text, encoded with `{config.profile_encoder}`.
-
-```python
-from hyperpeft import HyperPeftModel
-
-model = HyperPeftModel.from_pretrained("<this repo or folder>")
-ids = model.generate(input_ids=..., attention_mask=..., profile="a short description of the user")
-model.export_lora("a short description of the user", "user-adapter")  # a plain PEFT LoRA folder
-```
-"""
+    lines = [
+        "---",
+        "library_name: hyperpeft",
+        f"base_model: {base}",
+        "tags:\n- hyperpeft\n- peft\n- lora\n- personalization",
+        "---",
+        "",
+        "# hyperpeft Profile-to-PEFT hypernetwork",
+        "",
+        f"A hypernetwork that writes a personal LoRA adapter (r={config.r}, lora_alpha={config.lora_alpha}, target "
+        f"modules {config.target_modules}) for the base model `{base}` from a user's profile text, encoded with "
+        f"`{config.profile_encoder}` ({config.profile_dim}-d).",
+    ]
+    if training:
+        lines += ["", "## Training", ""]
+        lines += [f"- {key}: {value}" for key, value in training.items()]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from hyperpeft import HyperPeftModel",
+        "",
+        'model = HyperPeftModel.from_pretrained("<this repo or folder>")',
+        'ids = model.generate(input_ids=..., attention_mask=..., profile="a short description of the user")',
+        'model.export_lora("a short description of the user", "user-adapter")  # a plain PEFT LoRA folder',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -9,18 +9,20 @@ several tasks (`_get_train_sampler`), the weights kept for gradient checkpointin
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate.logging import get_logger
+from huggingface_hub import constants as hub_constants
 from torch.utils.data import Sampler
 from trl import SFTConfig, SFTTrainer
 
-from .checkpoint import read_weights
+from .checkpoint import read_weights, write_files_atomically
 from .collator import HyperDataCollator
-from .model import HyperPeftModel
+from .model import HyperPeftModel, model_card
 from .training_state import (
     OPTIMIZER_FILE,
     load_optimizer_and_scheduler,
@@ -172,6 +174,11 @@ class HyperSFTTrainer(SFTTrainer):
             args = HyperSFTConfig("hyperpeft-sft")
         if not isinstance(args, HyperSFTConfig):
             raise TypeError(f"`args` should be a HyperSFTConfig, not {type(args).__name__}.")
+        if args.push_to_hub and hub_constants.HF_HUB_OFFLINE:  # fail now, not after hours of training
+            raise ValueError(
+                "`push_to_hub=True` needs the Hub but HF_HUB_OFFLINE is set; unset it, or train with "
+                "push_to_hub=False and upload later with `HyperPeftModel.push_to_hub`."
+            )
         for split in ("train_dataset", "eval_dataset"):
             dataset = kwargs.get(split)
             if dataset is not None and args.profile_column not in getattr(
@@ -231,6 +238,21 @@ class HyperSFTTrainer(SFTTrainer):
         finally:
             # kept through backward for gradient checkpointing; not needed once the gradients exist
             self.model.base_model.release_profile()
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None) -> None:
+        """Write the checkpoint's model card: base model, encoder, tasks, steps and the latest evaluation numbers."""
+        if not self.is_world_process_zero():
+            return
+        training: dict[str, object] = {"steps": self.state.global_step}
+        if self.train_dataset is not None and self.args.task_column in self.train_dataset.column_names:
+            training["tasks"] = dict(sorted(Counter(self.train_dataset[self.args.task_column]).items()))
+        if dataset_name:
+            training["dataset"] = dataset_name
+        evaluation = [log for log in self.state.log_history if any(k.startswith("eval_") for k in log)]
+        if evaluation:
+            training["evaluation"] = {k: v for k, v in evaluation[-1].items() if k.startswith("eval_")}
+        card = model_card(self.model.hyper_config, training)
+        write_files_atomically(self.args.output_dir, {"README.md": card.encode()})
 
     # Checkpoints hold no pickles: optimizer, scheduler and RNG states go to safetensors and JSON (training_state.py).
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
