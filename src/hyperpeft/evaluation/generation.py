@@ -1,0 +1,70 @@
+"""Batched greedy answers for evaluation rows, with the same prompts and token limits for every method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from ..data.tasks import CLASSIFICATION, RATING, get_task
+
+# New-token limits per metric kind: enough for a label, a digit, or a short text.
+MAX_NEW_TOKENS = {CLASSIFICATION: 8, RATING: 4}
+DEFAULT_MAX_NEW_TOKENS = 48
+
+# Every method sees the same short system message instead of the chat template's default one.
+SYSTEM_PROMPT = "Answer in the requested format."
+
+
+def chat_messages(task: str, text: str) -> list[dict[str, str]]:
+    """The conversation that asks for one row's answer: the task prompt as the user's turn."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": get_task(task).prompt(text)}]
+
+
+def generate_answers(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Sequence[str],
+    inputs: Sequence[str],
+    profiles: Sequence[str] | torch.Tensor | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    desc: str = "generating",
+) -> list[str]:
+    """
+    Greedy answers for rows given as parallel lists of task names and inputs, batched by task (so each batch shares
+    its token limit). With `profiles`, each row's profile goes to a hyperpeft model's `generate(profile=...)`.
+
+    Returns:
+        `list[str]`: the decoded answers, in the order of `inputs`.
+    """
+    if len(tasks) != len(inputs) or (profiles is not None and len(profiles) != len(inputs)):
+        raise ValueError("`tasks`, `inputs` and `profiles` should have one entry per row.")
+    by_task: dict[str, list[int]] = {}
+    for i in sorted(range(len(inputs)), key=lambda i: len(inputs[i])):  # similar lengths pad less
+        by_task.setdefault(tasks[i], []).append(i)
+    batches = [rows[j : j + batch_size] for rows in by_task.values() for j in range(0, len(rows), batch_size)]
+    answers: list[str] = [""] * len(inputs)
+    device = next(model.parameters()).device
+    model.eval()
+    for batch in tqdm(batches, desc=desc, leave=False):
+        _generate_batch(model, tokenizer, tasks[batch[0]], inputs, profiles, batch, answers, device, max_new_tokens)
+    return answers
+
+
+def _generate_batch(model, tokenizer, task, inputs, profiles, group, answers, device, max_new_tokens) -> None:
+    prompts = [
+        tokenizer.apply_chat_template(chat_messages(task, inputs[i]), tokenize=False, add_generation_prompt=True)
+        for i in group
+    ]
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    limit = max_new_tokens or MAX_NEW_TOKENS.get(get_task(task).metric, DEFAULT_MAX_NEW_TOKENS)
+    kwargs = dict(max_new_tokens=limit, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    if profiles is not None:
+        kwargs["profile"] = profiles[group] if isinstance(profiles, torch.Tensor) else [profiles[i] for i in group]
+    with torch.inference_mode():
+        output = model.generate(**encoded, **kwargs)
+    for i, row in zip(group, output[:, encoded["input_ids"].shape[1] :]):
+        answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
