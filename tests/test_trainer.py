@@ -214,3 +214,23 @@ def test_push_to_hub_uploads_the_checkpoint_and_a_model_card(tmp_path, monkeypat
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(uploads["files"])
     card = uploads["card"]
     assert "library_name: hyperpeft" in card and "- steps: 2" in card and "'t1': 24" in card
+
+
+def test_per_row_loss_weighs_every_row_equally(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=1, loss_per_row=True)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    batch["labels"][0, -1] = -100  # rows with different numbers of answer tokens
+    model = trainer.model
+    model.train()
+    loss = trainer.compute_loss(model, dict(batch))
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], profile=batch["profile_embeddings"]
+        ).logits
+    log_probs = torch.log_softmax(logits[:, :-1].float(), -1)
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    picked = log_probs.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * mask
+    expected = (-picked.sum(-1) / mask.sum(-1)).mean()
+    torch.testing.assert_close(loss.detach(), expected, atol=1e-5, rtol=1e-5)
+    model.base_model.release_profile()

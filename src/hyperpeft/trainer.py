@@ -45,6 +45,10 @@ class HyperSFTConfig(SFTConfig):
         fit_profile_statistics (`bool`, defaults to `True`): before training, z-score the hypernetwork's input with
             the mean and standard deviation of the training rows' distinct profile embeddings.
 
+    Parameters that control the loss:
+        loss_per_row (`bool`, defaults to `False`): average each row's loss over its answer tokens, then over rows
+            (TRL averages over all answer tokens of the batch, so a 25-token answer outweighs a 1-token label).
+
     Parameters that control batching:
         task_column (`str`, defaults to `"task"`): column naming each row's task.
         tasks_per_batch (`int`, defaults to 4): how many tasks every batch mixes (fewer when the data has fewer);
@@ -67,6 +71,13 @@ class HyperSFTConfig(SFTConfig):
     )
     task_column: str = field(default="task", metadata={"help": "Column naming each row's task."})
     tasks_per_batch: int = field(default=4, metadata={"help": "Number of tasks mixed in every batch."})
+    loss_per_row: bool = field(
+        default=False,
+        metadata={
+            "help": "Average the loss over each row's answer tokens, then over rows, so that long answers do not "
+            "outweigh short ones when tasks' answers differ in length."
+        },
+    )
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (paper: 2e-5)."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Rows per device and step."})
     gradient_accumulation_steps: int = field(default=4, metadata={"help": "Steps accumulated per update."})
@@ -146,7 +157,35 @@ class TaskBalancedSampler(Sampler[int]):
                 produced += 1
 
 
-class HyperSFTTrainer(SFTTrainer):
+class RowMeanLossMixin:
+    """
+    For TRL's `SFTTrainer`: when `args.loss_per_row` is on (always, for configs without the field), the loss is each
+    row's mean negative log-likelihood over its answer tokens, averaged over rows. TRL's entropy and token-accuracy
+    metrics are not logged in this mode.
+    """
+
+    def _row_mean(self) -> bool:
+        return getattr(self.args, "loss_per_row", True)
+
+    @property
+    def loss_is_scaled_for_ga(self) -> bool | None:
+        return False if self._row_mean() else None  # the Trainer then divides by the accumulation steps
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs or not self._row_mean():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        tokens = outputs.label_mask.sum(-1)
+        per_row = -outputs.log_probs.sum(-1) / tokens.clamp(min=1)  # log_probs are zero off the answer
+        return per_row[tokens > 0].mean()
+
+
+class RowMeanSFTTrainer(RowMeanLossMixin, SFTTrainer):
+    """TRL's `SFTTrainer` with the per-row loss: the fair baseline for a `HyperSFTTrainer` with `loss_per_row=True`."""
+
+
+class HyperSFTTrainer(RowMeanLossMixin, SFTTrainer):
     """
     TRL's `SFTTrainer` for a [`HyperPeftModel`]: the SFT loss of the base model wearing each row's generated LoRA,
     only the hypernetwork optimised. Rows need a prompt and a completion (TRL's formats; the loss is on the

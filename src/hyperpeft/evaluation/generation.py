@@ -12,7 +12,7 @@ from ..data.tasks import CLASSIFICATION, RATING, get_task
 
 # New-token limits per metric kind: enough for a label, a digit, or a short text.
 MAX_NEW_TOKENS = {CLASSIFICATION: 8, RATING: 4}
-DEFAULT_MAX_NEW_TOKENS = 48
+DEFAULT_MAX_NEW_TOKENS = 32
 
 # Every method sees the same short system message instead of the chat template's default one.
 SYSTEM_PROMPT = "Answer in the requested format."

@@ -1,0 +1,143 @@
+"""The `hyperpeft` command: thin, hands off to the modules that do the work.
+
+    hyperpeft train --config examples/configs/synthetic.yaml [training.max_steps=20 data.synthetic.train_users=60]
+    hyperpeft demo [--smoke] [--out out/demo]
+
+`train` reads a YAML file (`base_model`, `hyper`, `data`, `profiles`, `training`, `num_processes`,
+`accelerate_config`), applies `dotted.key=value` overrides, and runs under `accelerate launch` when asked for
+several processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_SECTIONS = ("base_model", "hyper", "data", "profiles", "training", "num_processes", "accelerate_config")
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set `a.b.c=value` entries (values parsed as YAML: `3`, `1e-3`, `true`, `[q_proj, v_proj]`)."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                f"Override {override!r} should look like `section.key=value`, e.g. training.max_steps=20."
+            )
+        parts = key.split(".")
+        if parts[0] not in CONFIG_SECTIONS:
+            raise ValueError(f"Override {override!r}: unknown section {parts[0]!r}; known: {CONFIG_SECTIONS}.")
+        node = config
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"Override {override!r}: {part!r} is not a section.")
+        node[parts[-1]] = _parse_value(raw)
+    return config
+
+
+def _parse_value(raw: str) -> Any:
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads `1e-3` as text; users mean the number
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def read_config(path: str | os.PathLike, overrides: list[str]) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ValueError(f"No config file at {str(path)!r}; see examples/configs/ for examples.") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} should hold a mapping of sections, not {type(config).__name__}.")
+    unknown = sorted(set(config) - set(CONFIG_SECTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {unknown}; known: {CONFIG_SECTIONS}.")
+    return apply_overrides(config, overrides)
+
+
+def launch_command(config_path: str, overrides: list[str], num_processes: int, accelerate_config: str | None) -> list:
+    """The `accelerate launch` command that reruns this training in `num_processes` processes."""
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config:
+        command += ["--config_file", accelerate_config]
+    else:
+        command += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["--num_processes", str(num_processes), "-m", "hyperpeft.cli", "train", "--config", config_path]
+    return command + overrides
+
+
+def _inside_launcher() -> bool:
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def train(config: dict[str, Any]) -> str:
+    """Train a hypernetwork as the config says; returns the output folder (a HyperPeftModel checkpoint)."""
+    from .config import HyperLoraConfig
+    from .embedded import EMBEDDED_BASE_MODEL, load_base_model, load_tokenizer
+    from .model import HyperPeftModel
+    from .pipeline import add_profiles, load_source, sft_rows
+    from .trainer import HyperSFTConfig, HyperSFTTrainer
+
+    training = dict(config.get("training", {}))
+    output_dir = training.setdefault("output_dir", "out/train")
+    base_model = config.get("base_model", EMBEDDED_BASE_MODEL)
+    splits = add_profiles(load_source(config.get("data", {}), output_dir), config.get("profiles", {}), output_dir)
+    if "train" not in splits:
+        raise ValueError(f"The data has no `train` split (it has {sorted(splits)}).")
+    args = HyperSFTConfig(**training)
+    model = HyperPeftModel(load_base_model(base_model), HyperLoraConfig(**config.get("hyper", {})))
+    eval_split = next((s for s in ("dev", "test_random") if s in splits), None)
+    trainer = HyperSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=sft_rows(splits["train"]),
+        eval_dataset=sft_rows(splits[eval_split]) if eval_split and args.eval_strategy != "no" else None,
+        processing_class=load_tokenizer(base_model),
+    )
+    trainer.train(resume_from_checkpoint=training.get("resume_from_checkpoint"))
+    trainer.save_model(output_dir)
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:  # the main job has its own options: `hyperpeft demo --help`
+        from .demo import main as demo_main
+
+        demo_main(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="hyperpeft", description="Profile-to-PEFT: personal LoRA adapters.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train a hypernetwork from a YAML config")
+    train_parser.add_argument("--config", required=True, help="YAML file; see examples/configs/")
+    train_parser.add_argument("overrides", nargs="*", help="section.key=value entries that override the file")
+    commands.add_parser("demo", help="the main job on the embedded defaults and synthetic users (see demo --help)")
+    args = parser.parse_args(argv)
+    try:
+        config = read_config(args.config, args.overrides)
+    except ValueError as error:
+        parser.error(str(error))
+    processes = int(config.get("num_processes", 1))
+    if processes > 1 and not _inside_launcher():
+        command = launch_command(args.config, args.overrides, processes, config.get("accelerate_config"))
+        return subprocess.call(command)
+    print(f"trained hypernetwork saved to {train(config)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
