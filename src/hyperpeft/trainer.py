@@ -3,7 +3,9 @@
 It changes few of TRL's hooks, and says which: the profile and task columns survive dataset preparation
 (`_set_signature_columns_if_needed`), the collator carries each row's profile (`HyperDataCollator`), batches mix
 several tasks (`_get_train_sampler`), the weights kept for gradient checkpointing are released after each step
-(`training_step`), and checkpoints are hyperpeft folders loaded without pickles (`_load_from_checkpoint`).
+(`training_step`), checkpoints are hyperpeft folders whose optimizer, scheduler and RNG states are safetensors and
+JSON (`_save_optimizer_and_scheduler`, `_save_rng_state` and their loaders, `_load_from_checkpoint`), the model card
+says what was trained (`create_model_card`), and an opt-in per-row loss (`compute_loss`, `loss_per_row=True`).
 """
 
 from __future__ import annotations
