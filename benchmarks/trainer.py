@@ -108,7 +108,8 @@ def main() -> None:
     ratio = medians["hyper_sft"] / medians["peft_lora_sft"]
     tokens = sum(len(x) for x in hyper_trainer.train_dataset["input_ids"]) / len(hyper_trainer.train_dataset)
 
-    print(f"\n{args.base}, {device}, {torch.get_num_threads()} threads, batch {args.batch}, ~{tokens:.0f} tokens/row\n")
+    threads = torch.get_num_threads()
+    print(f"\n{args.base}, {device}, {threads} threads, batch {args.batch}, ~{tokens:.0f} tokens/row\n")
     print("| trainer | median step | ratio | target |")
     print("| --- | --- | --- | --- |")
     print(f"| TRL SFTTrainer + PEFT LoRA r=8 | {medians['peft_lora_sft']:.2f} s | 1.000 | |")

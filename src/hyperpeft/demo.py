@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,6 @@ from .evaluation.generation import generate_answers
 from .evaluation.metrics import HEADLINE, score_task
 from .model import HyperPeftModel
 from .pipeline import add_profiles, load_source, sft_rows
-from .profile import ProfileBuilder
 from .trainer import HyperSFTConfig, HyperSFTTrainer, RowMeanSFTTrainer
 
 logger = logging.get_logger(__name__)
@@ -142,8 +140,8 @@ def eval_rows(dataset: Dataset, per_user: int) -> Dataset:
 
 
 def ablation_profiles(config: DemoConfig, rows: Dataset, mode: str) -> list[str]:
-    builder = ProfileBuilder(k=config.k, mode=mode, seed=config.seed, cache_path=Path(config.out) / "summaries.sqlite")
-    return builder.build(rows, show_progress=False)["profile"]
+    profiles = {"k": config.k, "mode": mode, "seed": config.seed}
+    return add_profiles({"eval": rows}, profiles, config.out)["eval"]["profile"]
 
 
 def evaluate(config: DemoConfig, splits: dict[str, Dataset], p2p: HyperPeftModel, mt_lora: PeftModel, tokenizer):
@@ -234,7 +232,6 @@ def show_two_users(config: DemoConfig, splits: dict[str, Dataset], p2p: HyperPef
 
 
 def run(config: DemoConfig) -> dict:
-    random.seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     timings, start = {}, time.perf_counter()

@@ -32,7 +32,7 @@ from .embedded import load_base_model
 from .encoder import ProfileEncoder
 from .hypernetwork import HyperNetwork
 from .registry import PEFT_TYPE_NAME
-from .tuner import Profile
+from .tuner import Profile, check_single_profile
 
 logger = logging.get_logger(__name__)
 
@@ -139,12 +139,7 @@ class HyperPeftModel(PeftModelForCausalLM):
     @torch.no_grad()
     def lora_state_dict(self, profile: str | torch.Tensor) -> dict[str, torch.Tensor]:
         """One user's adapter as a PEFT LoRA state dict (`...q_proj.lora_A.weight` `[r, in]`, `lora_B` `[out, r]`)."""
-        if isinstance(profile, torch.Tensor) and profile.ndim != 1:
-            raise ValueError(
-                f"Pass one user's profile: a string or a 1-D embedding, not shape {tuple(profile.shape)}."
-            )
-        if not isinstance(profile, (str, torch.Tensor)):
-            raise TypeError(f"`profile` should be one string or a 1-D embedding, not {type(profile).__name__}.")
+        check_single_profile(profile)
         lora = self.base_model.generate_lora(profile)
         state: dict[str, torch.Tensor] = {}
         for name, layer in self.base_model.wrapped_modules:

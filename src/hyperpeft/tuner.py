@@ -268,8 +268,7 @@ class HyperLoraModel(BaseTuner):
 
     def merge_profile(self, profile: str | torch.Tensor, safe_merge: bool = True) -> None:
         """Merge one user's generated adapter into the base weights (undo with `unmerge_adapter()`)."""
-        if not isinstance(profile, (str, torch.Tensor)) or (isinstance(profile, torch.Tensor) and profile.ndim != 1):
-            raise ValueError("`merge_profile` takes one profile: a string or a 1-D embedding.")
+        check_single_profile(profile)
         with self._lock:
             if self._any_merged():
                 raise ValueError("A profile is already merged; call `unmerge_adapter()` first.")
@@ -297,6 +296,14 @@ class HyperLoraModel(BaseTuner):
         elif not self._any_merged():
             raise ValueError("Pass the `profile` whose adapter should be merged.")
         return self._unload_and_optionally_merge(merge=False, progressbar=progressbar)
+
+
+def check_single_profile(profile: object) -> None:
+    """One user's profile is a string or a 1-D embedding; anything else gets a `TypeError`/`ValueError`."""
+    if isinstance(profile, torch.Tensor) and profile.ndim != 1:
+        raise ValueError(f"Pass one user's profile: a string or a 1-D embedding, not shape {tuple(profile.shape)}.")
+    if not isinstance(profile, (str, torch.Tensor)):
+        raise TypeError(f"`profile` should be one string or a 1-D embedding, not {type(profile).__name__}.")
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:
