@@ -341,6 +341,26 @@ def _build_in_another_process(cache_path, tag, barrier, results):
     results.put((tag, list(out["user_id"]), list(out["summary"]), len(summarizer.prompts)))
 
 
+def test_many_connections_opening_a_new_cache_at_once_all_succeed(tmp_path):
+    # Regression: switching a fresh file to WAL reported "database is locked" at once to all but one opener.
+    for trial in range(60):
+        path, barrier, errors = tmp_path / f"fresh-{trial}.sqlite", threading.Barrier(8), []
+
+        def open_and_close():
+            barrier.wait(timeout=30)
+            try:
+                SummaryCache(path).close()
+            except ValueError as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_and_close) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == []
+
+
 def test_two_processes_share_the_cache(tmp_path):
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(2), context.Queue()

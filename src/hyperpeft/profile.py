@@ -526,6 +526,19 @@ _WHERE = (
 )
 
 
+def _execute_retrying_when_locked(connection: sqlite3.Connection, statement: str, deadline: float) -> None:
+    delay = 0.01
+    while True:
+        try:
+            connection.execute(statement)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class SummaryCache:
     """
     Summaries on disk in SQLite, one row per summary, safe to share between processes.
@@ -556,8 +569,11 @@ class SummaryCache:
             # isolation_level=None: we open transactions ourselves, so each `put` commits exactly once.
             self._connection = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._connection.execute("PRAGMA journal_mode = WAL")
-            self._connection.execute(_SCHEMA)
+            # Switching a new file to WAL and creating the table can report "locked" at once, without waiting, when
+            # another process does the same at the same moment, so these two steps retry until `timeout`.
+            deadline = time.monotonic() + timeout
+            for statement in ("PRAGMA journal_mode = WAL", _SCHEMA):
+                _execute_retrying_when_locked(self._connection, statement, deadline)
         except sqlite3.DatabaseError as error:
             raise ValueError(f"Cannot use {self.path} as a summary cache (an SQLite file): {error}.") from None
 
