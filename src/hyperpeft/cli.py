@@ -2,6 +2,9 @@
 
     hyperpeft train --config examples/configs/synthetic.yaml [training.max_steps=20 data.synthetic.train_users=60]
     hyperpeft demo [--smoke] [--out out/demo]
+    hyperpeft eval --config examples/configs/eval_synthetic.yaml [key=value ...]
+    hyperpeft serve --model CHECKPOINT [--port 8000]
+    hyperpeft export --model CHECKPOINT --profiles users.jsonl --out adapters/
 
 `train` reads a YAML file (`base_model`, `hyper`, `data`, `profiles`, `training`, `num_processes`,
 `accelerate_config`), applies `dotted.key=value` overrides, and runs under `accelerate launch` when asked for
@@ -113,19 +116,29 @@ def train(config: dict[str, Any]) -> str:
     return output_dir
 
 
+# Commands whose options live in their own module (`hyperpeft <command> --help`): name -> (module, help).
+DELEGATED_COMMANDS = {
+    "demo": ("hyperpeft.demo", "the main job on the embedded defaults and synthetic users"),
+    "eval": ("hyperpeft.evaluation.run", "compare personalization methods from a YAML config; writes reports"),
+    "serve": ("hyperpeft.serving.server", "an HTTP server that batches requests from many users"),
+    "export": ("hyperpeft.serving.export", "write one PEFT LoRA folder per user in a JSONL file of profiles"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["demo"]:  # the main job has its own options: `hyperpeft demo --help`
-        from .demo import main as demo_main
+    if argv[:1] and argv[0] in DELEGATED_COMMANDS:
+        import importlib
 
-        demo_main(argv[1:])
-        return 0
+        module = importlib.import_module(DELEGATED_COMMANDS[argv[0]][0])
+        return module.main(argv[1:]) or 0
     parser = argparse.ArgumentParser(prog="hyperpeft", description="Profile-to-PEFT: personal LoRA adapters.")
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="train a hypernetwork from a YAML config")
     train_parser.add_argument("--config", required=True, help="YAML file; see examples/configs/")
     train_parser.add_argument("overrides", nargs="*", help="section.key=value entries that override the file")
-    commands.add_parser("demo", help="the main job on the embedded defaults and synthetic users (see demo --help)")
+    for name, (_, help_text) in DELEGATED_COMMANDS.items():
+        commands.add_parser(name, help=f"{help_text} (see `hyperpeft {name} --help`)")
     args = parser.parse_args(argv)
     try:
         config = read_config(args.config, args.overrides)
