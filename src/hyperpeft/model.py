@@ -32,6 +32,7 @@ from .embedded import load_base_model
 from .encoder import ProfileEncoder
 from .hypernetwork import HyperNetwork
 from .registry import PEFT_TYPE_NAME
+from .serving.adapter_cache import AdapterCache
 from .tuner import Profile, check_single_profile
 
 logger = logging.get_logger(__name__)
@@ -128,6 +129,40 @@ class HyperPeftModel(PeftModelForCausalLM):
             *args, **kwargs: as for the base model's `generate` (`input_ids`, `attention_mask`, `max_new_tokens`...).
         """
         return super().generate(*args, profile=profile, **kwargs)
+
+    # ---- serving many users ----------------------------------------------------------------------------------------
+
+    def enable_adapter_cache(self, max_bytes: int = 1 << 30) -> AdapterCache:
+        """
+        Cache generated adapters by profile text (LRU, at most `max_bytes` of tensors): a returning user skips the
+        profile encoder and the hypernetwork. Used whenever no gradients are needed (`generate`, `torch.no_grad()`);
+        changing the hypernetwork's weights empties it.
+
+        Args:
+            max_bytes (`int`, defaults to 1 GiB): the most bytes of A and B tensors kept.
+
+        Returns:
+            [`~serving.AdapterCache`]: the cache; `cache.stats` counts hits, misses and evictions.
+
+        Example:
+
+        ```python
+        >>> cache = model.enable_adapter_cache(max_bytes=256 * 2**20)
+        >>> ids = model.generate(**inputs, profile=["likes jazz", "writes tersely"], max_new_tokens=8)
+        >>> cache.stats.misses, cache.stats.hits
+        (2, 0)
+        ```
+        """
+        return self.base_model.enable_adapter_cache(max_bytes)
+
+    def disable_adapter_cache(self) -> None:
+        """Stop caching generated adapters and free the cached ones."""
+        self.base_model.disable_adapter_cache()
+
+    @property
+    def adapter_cache(self) -> AdapterCache | None:
+        """The adapter cache, or `None` when caching is off."""
+        return self.base_model.adapter_cache
 
     # ---- one user's adapter ---------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ hypernetwork once for the batch, put its output where the wrapped layers read it
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from .encoder import ProfileEncoder, check_profile_texts
 from .hypernetwork import HyperNetwork, TargetLayout
 from .layer import GeneratedLora, HyperLoraLayer, HyperLoraLinear
 from .registry import PREFIX
+from .serving.adapter_cache import AdapterCache
 
 Profile = str | list[str] | torch.Tensor
 
@@ -84,6 +86,7 @@ class HyperLoraModel(BaseTuner):
         self._lock = threading.RLock()
         self._wrapped: list[tuple[str, HyperLoraLinear, int]] = []
         self.profile_encoder: ProfileEncoder | None = None
+        self.adapter_cache: AdapterCache | None = None
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs) -> None:
         if isinstance(target, HyperLoraLinear):
@@ -182,18 +185,69 @@ class HyperLoraModel(BaseTuner):
                     f"the hypernetwork expects profile_dim={profile_dim}; use the encoder it was trained with."
                 )
             many = not isinstance(profile, str)
-        if many and batch_size is not None and embeddings.shape[0] != batch_size:
-            raise ValueError(
-                f"Got {embeddings.shape[0]} profiles for a batch of {batch_size} rows; pass one profile per row, or a "
-                "single string (or 1-D embedding) for all rows."
-            )
+        if many:
+            _check_rows(embeddings.shape[0], batch_size)
         return embeddings.to(self.hypernetwork.profile_mean.device)
 
     def generate_lora(
         self, profile: Profile, batch_size: int | None = None
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Run the hypernetwork: per module type, A `(n, layers, r, in)` and B `(n, layers, out, r)`."""
-        return self.hypernetwork(self.embed_profiles(profile, batch_size))
+        """
+        Run the hypernetwork: per module type, A `(n, layers, r, in)` and B `(n, layers, out, r)`.
+
+        With an adapter cache enabled (`enable_adapter_cache`) and no gradients needed, profile texts whose adapter is
+        cached skip the encoder and the hypernetwork; the others are generated together in one pass and cached.
+        """
+        if self.adapter_cache is None or isinstance(profile, torch.Tensor) or self._needs_gradients():
+            return self.hypernetwork(self.embed_profiles(profile, batch_size))
+        texts = check_profile_texts(profile)
+        if not isinstance(profile, str):
+            _check_rows(len(texts), batch_size)
+        return self._cached_lora(texts)
+
+    def _cached_lora(self, texts: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        cache = self.adapter_cache
+        unique = list(dict.fromkeys(texts))
+        version = self._cache_version()
+        found = {t: adapter for t in unique if (adapter := cache.get(t, version)) is not None}
+        missing = [t for t in unique if t not in found]
+        if missing:
+            with torch.no_grad():
+                lora = self.hypernetwork(self.embed_profiles(missing))
+            version = self._cache_version()  # loading the encoder on first use changes it
+            for i, text in enumerate(missing):
+                # clones, so a cached user does not keep the whole batch's tensors alive
+                found[text] = {m: (a[i].clone(), b[i].clone()) for m, (a, b) in lora.items()}
+                cache.put(text, found[text], version)
+        return {
+            m: (torch.stack([found[t][m][0] for t in texts]), torch.stack([found[t][m][1] for t in texts]))
+            for m in self.hypernetwork.module_types
+        }
+
+    def enable_adapter_cache(self, max_bytes: int = 1 << 30) -> AdapterCache:
+        """
+        Keep generated adapters per profile text (LRU, at most `max_bytes` of tensors), so that a returning user's
+        text skips the encoder and the hypernetwork. Used whenever no gradients are needed (generation, inference);
+        a forward that may train the hypernetwork bypasses it. Changing the hypernetwork's weights empties it.
+        Returns the cache, whose `stats` count hits, misses and evictions.
+        """
+        self.adapter_cache = AdapterCache(max_bytes)
+        return self.adapter_cache
+
+    def disable_adapter_cache(self) -> None:
+        """Stop caching generated adapters and free the cached ones."""
+        self.adapter_cache = None
+
+    def _needs_gradients(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.hypernetwork.parameters())
+
+    def _cache_version(self) -> tuple:
+        # Tensors bump `_version` on every in-place change (optimizer steps, load_state_dict, copy_) and change
+        # `data_ptr` when replaced or moved, so this changes whenever the generated adapters could.
+        tensors = itertools.chain(self.hypernetwork.parameters(), self.hypernetwork.buffers())
+        config: HyperLoraConfig = self.peft_config[self.active_adapters[0]]
+        encoder = (config.profile_encoder, config.profile_instruction, id(self.profile_encoder))
+        return (encoder, tuple((t.data_ptr(), t._version) for t in tensors))
 
     @contextmanager
     def use_profile(self, profile: Profile | None, batch_size: int | None = None, expand: int = 1) -> Iterator[None]:
@@ -261,7 +315,8 @@ class HyperLoraModel(BaseTuner):
         expand = max(kwargs.get("num_beams") or generation_config.num_beams or 1, 1) * max(
             kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1, 1
         )
-        with self.use_profile(profile, batch_size=_batch_size(args, kwargs), expand=expand):
+        # generation needs no gradients: the adapters are generated without a graph (and may come from the cache)
+        with torch.no_grad(), self.use_profile(profile, batch_size=_batch_size(args, kwargs), expand=expand):
             return self.model.generate(*args, **kwargs)
 
     # ---- merging ---------------------------------------------------------------------------------------------------
@@ -304,6 +359,14 @@ def check_single_profile(profile: object) -> None:
         raise ValueError(f"Pass one user's profile: a string or a 1-D embedding, not shape {tuple(profile.shape)}.")
     if not isinstance(profile, (str, torch.Tensor)):
         raise TypeError(f"`profile` should be one string or a 1-D embedding, not {type(profile).__name__}.")
+
+
+def _check_rows(profiles: int, batch_size: int | None) -> None:
+    if batch_size is not None and profiles != batch_size:
+        raise ValueError(
+            f"Got {profiles} profiles for a batch of {batch_size} rows; pass one profile per row, or a single string "
+            "(or 1-D embedding) for all rows."
+        )
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:
