@@ -74,8 +74,9 @@ class HyperLoraLinear(nn.Module, HyperLoraLayer):
             return result
         a, b = (w.to(x.dtype) for w in weights)
         x = self.lora_dropout(x)
-        if a.shape[0] == 1:  # one profile for every row: two plain matmuls
-            delta = (x @ a[0].T) @ b[0].T
+        if a.shape[0] == 1:  # one profile for every row: two plain matmuls, the second adding to `result`
+            hidden = x.reshape(-1, self.in_features) @ a[0].T  # (B·T, r)
+            flat = torch.addmm(result.reshape(-1, self.out_features), hidden, b[0].T, alpha=self.scaling)
         else:
             rows = x.shape[0]
             if a.shape[0] != rows:
@@ -83,9 +84,12 @@ class HyperLoraLinear(nn.Module, HyperLoraLayer):
                     f"The batch has {rows} rows but LoRA weights were generated for {a.shape[0]} profiles; pass one "
                     "profile per row (or a single profile for all rows)."
                 )
-            flat = x.reshape(rows, -1, self.in_features)  # (B, T, in)
-            delta = torch.bmm(torch.bmm(flat, a.transpose(1, 2)), b.transpose(1, 2)).view(result.shape)
-        return result + delta * self.scaling
+            hidden = torch.bmm(x.reshape(rows, -1, self.in_features), a.transpose(1, 2))  # (B, T, r)
+            # result + scaling · hidden Bᵀ in one kernel: decoding runs this for every layer at every token
+            flat = torch.baddbmm(
+                result.reshape(rows, -1, self.out_features), hidden, b.transpose(1, 2), alpha=self.scaling
+            )
+        return flat.view(result.shape)
 
     def get_delta_weight(self) -> torch.Tensor:
         """ΔW = scaling · B A of the single profile that is set, in the base weight's dtype."""
