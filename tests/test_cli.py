@@ -87,7 +87,7 @@ def test_main_job_smoke_run(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     for split in ("test_random", "test_ood"):
         methods = {m for m in results[split] if not m.startswith("_")}
-        assert methods == {"base", "MT-LoRA", "P2P", "P2P, profile words shuffled", "P2P, another user's profile"}
+        assert methods == {"base", "MT-LoRA", "P2P", "P2P, another user's profile"}
         assert set(results[split]["P2P"]) == {"synthetic-tagging", "synthetic-rating", "synthetic-style"}
     adapter = Path(report["two_users"]["exported_adapter"])
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from hyperpeft.data import ROW_COLUMNS, TASKS
 from hyperpeft.data.synthetic import (
@@ -359,3 +360,23 @@ def test_command_line(tmp_path, capsys):
     assert {p.name for p in tmp_path.iterdir()} == set(SYNTHETIC_TASKS)
     with pytest.raises(SystemExit):
         main([])
+
+
+@pytest.mark.integration
+def test_held_out_habit_phrasings_are_nearest_to_their_own_habit(minilm_encoder):
+    """Every held-out phrasing is closest (MiniLM cosine) to the mean of its own habit's training phrasings, so the
+    profile embedding of a test user can carry the habit at all."""
+    from hyperpeft.data.synthetic import HABITS
+
+    def embed(phrases):
+        vectors = minilm_encoder.encode([f"This person {phrase}." for phrase in phrases])
+        return torch.nn.functional.normalize(vectors, dim=-1)
+
+    misplaced = []
+    for task, traits in HABITS.items():
+        for trait, values in enumerate(traits):
+            centroids = torch.nn.functional.normalize(torch.stack([embed(v[0]).mean(0) for v in values]), dim=-1)
+            for value, (_, held_out) in enumerate(values):
+                nearest = (embed(held_out) @ centroids.T).argmax(-1)
+                misplaced += [(task, trait, p) for p, n in zip(held_out, nearest.tolist()) if n != value]
+    assert misplaced == [], misplaced
