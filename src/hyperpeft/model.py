@@ -175,19 +175,40 @@ class HyperPeftModel(PeftModelForCausalLM):
     def lora_state_dict(self, profile: str | torch.Tensor) -> dict[str, torch.Tensor]:
         """One user's adapter as a PEFT LoRA state dict (`...q_proj.lora_A.weight` `[r, in]`, `lora_B` `[out, r]`)."""
         check_single_profile(profile)
-        lora = self.base_model.generate_lora(profile)
-        state: dict[str, torch.Tensor] = {}
-        for name, layer in self.base_model.wrapped_modules:
-            a, b = lora[layer.module_type]
-            state[f"base_model.model.{name}.lora_A.weight"] = a[0, layer.position].float().cpu()
-            state[f"base_model.model.{name}.lora_B.weight"] = b[0, layer.position].float().cpu()
-        return state
+        return self.lora_state_dicts([profile] if isinstance(profile, str) else profile[None])[0]
+
+    @torch.no_grad()
+    def lora_state_dicts(self, profiles: list[str] | torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Several users' adapters as PEFT LoRA state dicts, generated in one encoder and hypernetwork pass."""
+        lora = self.base_model.generate_lora(profiles)
+        states = []
+        for user in range(next(iter(lora.values()))[0].shape[0]):
+            state: dict[str, torch.Tensor] = {}
+            for name, layer in self.base_model.wrapped_modules:
+                a, b = lora[layer.module_type]
+                state[f"base_model.model.{name}.lora_A.weight"] = a[user, layer.position].float().cpu()
+                state[f"base_model.model.{name}.lora_B.weight"] = b[user, layer.position].float().cpu()
+            states.append(state)
+        return states
+
+    def peft_lora_config(self, base_model_name_or_path: str | None = None) -> LoraConfig:
+        """The `peft.LoraConfig` that an exported adapter carries (same rank, alpha, dropout and target modules)."""
+        config = self.hyper_config
+        return LoraConfig(
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+            task_type=TaskType.CAUSAL_LM,
+            base_model_name_or_path=base_model_name_or_path or config.base_model_name_or_path,
+            bias="none",
+        )
 
     def export_lora(self, profile: str | torch.Tensor, save_directory: str | os.PathLike) -> Path:
         """
         Write one user's generated adapter as an ordinary PEFT LoRA folder (`adapter_config.json` +
         `adapter_model.safetensors`) that `peft.PeftModel.from_pretrained(base, path)` and PEFT-compatible servers
-        load without hyperpeft.
+        load without hyperpeft. For many users, `hyperpeft export` batches the hypernetwork and writes a manifest.
 
         Example:
 
@@ -197,22 +218,7 @@ class HyperPeftModel(PeftModelForCausalLM):
         >>> peft_model = PeftModel.from_pretrained(base, "out/user-42")
         ```
         """
-        config = self.hyper_config
-        lora_config = LoraConfig(
-            r=config.r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules,
-            task_type=TaskType.CAUSAL_LM,
-            base_model_name_or_path=config.base_model_name_or_path,
-            bias="none",
-        )
-        tensors = self.lora_state_dict(profile)
-        files = {
-            CONFIG_NAME: serialize_json(lora_config.to_dict()),
-            WEIGHTS_NAME: serialize_tensors(tensors, metadata={"format": "pt"}),
-        }
-        return write_files_atomically(save_directory, files)
+        return write_lora_folder(save_directory, self.peft_lora_config(), self.lora_state_dict(profile))
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
 
@@ -350,6 +356,17 @@ class HyperPeftModel(PeftModelForCausalLM):
                     f"Could not reach the Hub to push {repo_id!r} ({error}); check the network, or save locally "
                     "with `save_pretrained(folder)`."
                 ) from error
+
+
+def write_lora_folder(
+    save_directory: str | os.PathLike, lora_config: LoraConfig, tensors: dict[str, torch.Tensor]
+) -> Path:
+    """Write a PEFT LoRA folder (`adapter_config.json` + `adapter_model.safetensors`) atomically."""
+    files = {
+        CONFIG_NAME: serialize_json(lora_config.to_dict()),
+        WEIGHTS_NAME: serialize_tensors(tensors, metadata={"format": "pt"}),
+    }
+    return write_files_atomically(save_directory, files)
 
 
 def _config_from_dict(data: dict, folder: Path) -> HyperLoraConfig:
