@@ -96,7 +96,9 @@ def bench_users(
     names = [f"user{u}" for u in range(users)]
     calls = {
         "base": functools.partial(base.generate, **prompts, generation_config=config),
-        "hyperpeft": functools.partial(hyper.generate, **prompts, generation_config=config, profile=embeddings[:users]),
+        "hyperpeft": functools.partial(
+            hyper.generate, **prompts, generation_config=config, profile=embeddings[:users]
+        ),
         "peft_mixed": functools.partial(peft_model.generate, **prompts, generation_config=config, adapter_names=names),
     }
     with torch.inference_mode():
@@ -116,8 +118,8 @@ def bench_users(
 
 def markdown_table(results: list[dict[str, Any]], gpu: bool) -> str:
     lines = [
-        "| users/batch | base tok/s | hyperpeft tok/s | PEFT mixed tok/s | hyperpeft time ÷ base | PEFT time ÷ hyperpeft "
-        "| tokens = PEFT's |",
+        "| users/batch | base tok/s | hyperpeft tok/s | PEFT mixed tok/s | hyperpeft time ÷ base "
+        "| PEFT time ÷ hyperpeft | tokens = PEFT's |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
