@@ -147,3 +147,12 @@ def test_a_failing_batch_answers_every_request_with_the_error():
     finally:
         batcher.stop()
     assert torch.is_grad_enabled()  # the worker's inference mode did not leak into this thread
+
+
+def test_serve_cli_refuses_a_bad_users_file_before_loading_anything(tmp_path):
+    from hyperpeft.cli import main as cli_main
+
+    path = tmp_path / "users.jsonl"
+    path.write_text('{"user_id": "a", "profile": "x"}\n{"user_id": "a", "profile": "y"}\n')
+    with pytest.raises(SystemExit, match="repeats 'a'"):
+        cli_main(["serve", "--model", str(tmp_path / "nope"), "--users", str(path)])
