@@ -73,15 +73,23 @@ def test_oppu_sees_only_each_users_own_history(tmp_path, monkeypatch):
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
 
 
-def test_oppu_leaves_out_items_that_answer_an_evaluated_row():
-    # Empathic Conversations: a user's other essays are in each row's history, including the other query's answer
+def test_oppu_leaves_out_items_that_are_evaluated_rows_but_keeps_shared_labels():
+    # Empathic Conversations: a user's other essays are in each row's history (with a shortened article as input),
+    # including the other query's answer; that item must not be trained on
+    article_a, article_b = "w1 " * 200, "w2 " * 200
     rows = Dataset.from_list(
         [
-            {"id": "a", "user_id": "u", "task": "EC", "input": "w1", "output": "essay B",
-             "history": [{"input": "w2", "output": "essay A"}, {"input": "w3", "output": "essay C"}]},
-            {"id": "b", "user_id": "u", "task": "EC", "input": "w2", "output": "essay A",
-             "history": [{"input": "w1", "output": "essay B"}, {"input": "w3", "output": "essay C"}]},
+            {"id": "a", "user_id": "u", "task": "EC", "input": article_a, "output": "essay A",
+             "history": [{"input": article_b[:299] + "…", "output": "essay B"}, {"input": "w3", "output": "essay C"}]},
+            {"id": "b", "user_id": "u", "task": "EC", "input": article_b, "output": "essay B",
+             "history": [{"input": article_a[:299] + "…", "output": "essay A"}, {"input": "w3", "output": "essay C"}]},
         ]
     )  # fmt: skip
     train = user_history_rows(rows, "u")
     assert [r["completion"][0]["content"] for r in train] == ["essay C"]
+    # a rating history whose items share the query's label: every item is kept
+    ratings = Dataset.from_list(
+        [{"id": "q", "user_id": "v", "task": "LaMP-3", "input": "w9", "output": "4",
+          "history": [{"input": "w1", "output": "4"}, {"input": "w2", "output": "4"}, {"input": "w3", "output": "1"}]}]
+    )  # fmt: skip
+    assert [r["completion"][0]["content"] for r in user_history_rows(ratings, "v")] == ["4", "4", "1"]

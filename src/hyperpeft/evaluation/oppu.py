@@ -32,20 +32,27 @@ class OppuResult:
     generate_seconds: float = 0.0
 
 
+def _opening(text: str) -> str:
+    """The first 80 characters of `text` with whitespace collapsed and a trailing ellipsis dropped: enough to tell
+    whether a history item's (possibly shortened) input is an evaluated row's input."""
+    return " ".join(text.split()).rstrip("…").rstrip()[:80]
+
+
 def user_history_rows(rows: Dataset, user_id: str) -> Dataset:
     """
     The training rows of one user: the distinct items of the histories of that user's evaluated rows, as
-    prompt-completion conversations of the row's task. An item whose output is the gold answer of one of the user's
-    evaluated rows is left out (data such as Empathic Conversations put a user's other essays in each row's history,
-    so another query's answer would otherwise be trained on).
+    prompt-completion conversations of the row's task. An item that is one of the user's evaluated rows (the same
+    output and the same opening of its input) is left out: data such as Empathic Conversations put a user's other
+    essays in each row's history, so another query's answer would otherwise be trained on. Items that merely share
+    a label with a query (a rating of 4, a tag) are kept.
     """
     own = [row for row in rows if row["user_id"] == user_id]
-    golds = {row["output"] for row in own}
+    evaluated = {(row["output"], _opening(row["input"])) for row in own}
     seen, tasks, inputs, outputs = set(), [], [], []
     for row in own:
         for item in row["history"] or []:
             key = (row["task"], item["input"], item["output"])
-            if key in seen or item["output"] in golds:
+            if key in seen or (item["output"], _opening(item["input"])) in evaluated:
                 continue
             seen.add(key)
             tasks.append(row["task"])
