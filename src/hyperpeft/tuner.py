@@ -27,6 +27,7 @@ from .serving.adapter_cache import AdapterCache
 
 Profile = str | list[str] | torch.Tensor
 
+_COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
 
 
@@ -270,8 +271,9 @@ class HyperLoraModel(BaseTuner):
             if self._any_merged():
                 raise ValueError("A profile is merged into the base weights; call `unmerge_adapter()` first.")
             weights = self.generate_lora(profile, batch_size)
-            if not torch.is_grad_enabled():  # cast once here rather than in every layer at every decoding step
-                dtype = self._wrapped[0][1].base_layer.weight.dtype
+            dtype = self._wrapped[0][1].base_layer.weight.dtype
+            if not torch.is_grad_enabled() and dtype in _COMPUTE_DTYPES:
+                # cast once here rather than in every layer at every decoding step (quantized weights: left alone)
                 weights = {m: (a.to(dtype), b.to(dtype)) for m, (a, b) in weights.items()}
             if expand > 1 and next(iter(weights.values()))[0].shape[0] > 1:
                 # beam search / several return sequences repeat each row: repeat its weights alike
