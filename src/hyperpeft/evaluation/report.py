@@ -70,6 +70,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
+        *[f"Note: {note}\n" for note in report.get("notes", [])],
         f"Base model {config['base_model']}; greedy decoding, the same prompts and token limits for every method; "
         f"k = {config['profiles'].get('k', 2)} retrieved items; RAG/PAG context budget {evaluation['context_tokens']} "
         f"tokens, full-history budget {evaluation['history_tokens']} tokens; seed {config['seed']}. "
@@ -83,7 +84,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     if report.get("judge"):
         lines += ["", f"Judge: {report['judge']} (1-5; replies without a grade are left out of the mean and counted)."]
     for split, result in results.items():
-        if split in ("k_sweep", "ablations"):
+        if split in ("k_sweep", "ablations") or not methods:
             continue
         lines += ["", f"## {split} ({result['rows']} rows, {result['users']} users)", ""]
         lines += score_table(result["scores"], methods)
