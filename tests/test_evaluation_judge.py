@@ -1,4 +1,4 @@
-"""The LLM judge: strict score parsing, the mean over parseable replies, a local model and an OpenAI-compatible server."""
+"""The LLM judge: strict score parsing, the mean over parseable replies, a local model and an OpenAI-like server."""
 
 from __future__ import annotations
 
