@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 from pathlib import Path
@@ -171,7 +172,8 @@ def test_resume_continues_the_same_run(tmp_path):
     checkpoint = tmp_path / "split" / "checkpoint-3"
     files = set(os.listdir(checkpoint))
     assert {"adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors", "rng_state.json"} <= files
-    assert not {f for f in files if f.endswith((".pt", ".pth"))}  # no pickles to load on resume
+    assert not {f for f in files if f.endswith((".pt", ".pth", ".bin"))}  # no pickles, not even training_args.bin
+    assert json.loads((checkpoint / "training_args.json").read_text())["max_steps"] == 6
     second = make_trainer(tmp_path / "resumed", max_steps=6)
     steps_run = []
 

@@ -183,11 +183,25 @@ class RowMeanLossMixin:
         return per_row[tokens > 0].mean()
 
 
-class RowMeanSFTTrainer(RowMeanLossMixin, SFTTrainer):
+class TrainingArgsAsJsonMixin:
+    """
+    Saves the training arguments as `training_args.json` instead of transformers' `training_args.bin`, a pickle
+    that nobody should have to unpickle to read how a checkpoint was trained.
+    """
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            folder = Path(output_dir or self.args.output_dir)
+            write_files_atomically(folder, {"training_args.json": self.args.to_json_string().encode()})
+            (folder / "training_args.bin").unlink(missing_ok=True)
+
+
+class RowMeanSFTTrainer(TrainingArgsAsJsonMixin, RowMeanLossMixin, SFTTrainer):
     """TRL's `SFTTrainer` with the per-row loss: the fair baseline for a `HyperSFTTrainer` with `loss_per_row=True`."""
 
 
-class HyperSFTTrainer(RowMeanLossMixin, SFTTrainer):
+class HyperSFTTrainer(TrainingArgsAsJsonMixin, RowMeanLossMixin, SFTTrainer):
     """
     TRL's `SFTTrainer` for a [`HyperPeftModel`]: the SFT loss of the base model wearing each row's generated LoRA,
     only the hypernetwork optimised. Rows need a prompt and a completion (TRL's formats; the loss is on the
