@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -80,12 +81,14 @@ def test_config_overrides_and_errors(tmp_path):
     config = read_eval_config(path, ["eval.users_per_task=2", "oppu.training.num_train_epochs=3"])
     assert config["eval"]["users_per_task"] == 2 and config["eval"]["batch_size"] == 16  # defaults kept
     assert config["oppu"]["training"] == {"num_train_epochs": 3, "per_device_train_batch_size": 4}
-    with pytest.raises(ValueError, match="unknown sections"):
+    with pytest.raises(ValueError, match="unknown section 'nope'"):
         read_eval_config(path, ["nope.x=1"])
     with pytest.raises(ValueError, match="`methods` has unknown entries"):
         read_eval_config(path, ["methods=[base,magic]"])
     with pytest.raises(ValueError, match="No config file"):
         read_eval_config(tmp_path / "missing.yaml")
+    shipped = sorted((Path(__file__).parents[1] / "examples" / "configs").glob("eval_*.yaml"))
+    assert shipped and all(read_eval_config(example)["eval"] for example in shipped)  # every shipped config parses
 
 
 def test_eval_rows_and_activity_buckets():

@@ -25,7 +25,9 @@ import yaml
 CONFIG_SECTIONS = ("base_model", "hyper", "data", "profiles", "training", "num_processes", "accelerate_config")
 
 
-def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    config: dict[str, Any], overrides: list[str], sections: tuple[str, ...] = CONFIG_SECTIONS
+) -> dict[str, Any]:
     """Set `a.b.c=value` entries (values parsed as YAML: `3`, `1e-3`, `true`, `[q_proj, v_proj]`)."""
     for override in overrides:
         key, sep, raw = override.partition("=")
@@ -34,8 +36,8 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
                 f"Override {override!r} should look like `section.key=value`, e.g. training.max_steps=20."
             )
         parts = key.split(".")
-        if parts[0] not in CONFIG_SECTIONS:
-            raise ValueError(f"Override {override!r}: unknown section {parts[0]!r}; known: {CONFIG_SECTIONS}.")
+        if parts[0] not in sections:
+            raise ValueError(f"Override {override!r}: unknown section {parts[0]!r}; known: {sections}.")
         node = config
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -55,7 +57,10 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-def read_config(path: str | os.PathLike, overrides: list[str]) -> dict[str, Any]:
+def read_config(
+    path: str | os.PathLike, overrides: list[str], sections: tuple[str, ...] = CONFIG_SECTIONS
+) -> dict[str, Any]:
+    """A YAML file of `sections` (those of `hyperpeft train` by default) with `section.key=value` overrides applied."""
     try:
         config = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
@@ -64,10 +69,10 @@ def read_config(path: str | os.PathLike, overrides: list[str]) -> dict[str, Any]
         raise ValueError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path} should hold a mapping of sections, not {type(config).__name__}.")
-    unknown = sorted(set(config) - set(CONFIG_SECTIONS))
+    unknown = sorted(set(config) - set(sections))
     if unknown:
-        raise ValueError(f"{path}: unknown sections {unknown}; known: {CONFIG_SECTIONS}.")
-    return apply_overrides(config, overrides)
+        raise ValueError(f"{path}: unknown sections {unknown}; known: {sections}.")
+    return apply_overrides(config, overrides, sections)
 
 
 def launch_command(config_path: str, overrides: list[str], num_processes: int, accelerate_config: str | None) -> list:

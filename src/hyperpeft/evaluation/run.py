@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from datasets import Dataset
 from transformers.utils import logging
 
@@ -89,28 +88,9 @@ def _merge(base: dict, update: dict) -> dict:
 
 def read_eval_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     """The YAML file over `DEFAULTS`, then `section.key=value` overrides (values parsed as YAML)."""
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ValueError(f"No config file at {str(path)!r}; see examples/configs/eval_*.yaml.") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} should hold a mapping of sections, not {type(config).__name__}.")
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or not key:
-            raise ValueError(
-                f"Override {override!r} should look like `section.key=value`, e.g. eval.users_per_task=4."
-            )
-        *parents, last = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"Override {override!r}: {part!r} is not a section.")
-        node[last] = yaml.safe_load(raw)
-    unknown = sorted(set(config) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"{path}: unknown sections {unknown}; known: {SECTIONS}.")
+    from ..cli import read_config
+
+    config = read_config(path, list(overrides), sections=SECTIONS)
     config = _merge(DEFAULTS, config)
     bad = [m for m in config["methods"] if m not in METHODS]
     if bad:
