@@ -22,7 +22,6 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
@@ -31,6 +30,7 @@ from transformers.utils import logging
 
 from .data.tasks import get_task
 from .embedded import EMBEDDED_BASE_MODEL, cache_dir
+from .openai_compat import map_prompts
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -480,14 +480,7 @@ class OpenAISummarizer:
         Raises:
             `SummarizerError`: with the URL and the HTTP status (or the connection error) of a failed request.
         """
-        import httpx
-
-        if not prompts:
-            return []
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        with httpx.Client(timeout=self.timeout, headers=headers) as client:
-            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
-                return list(pool.map(lambda prompt: self._request(client, prompt), prompts))
+        return map_prompts(prompts, self._request, self.api_key, self.timeout, self.max_concurrency)
 
 
 # ------------------------------------------------------------------------------------------------------------ cache

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from ..embedded import EMBEDDED_BASE_MODEL
+from ..openai_compat import map_prompts
 
 RUBRIC = """You grade how well a candidate text matches what one particular person would have written.
 
@@ -157,14 +157,7 @@ class OpenAIJudge:
 
     def complete(self, prompts: Sequence[str]) -> list[str]:
         """The judge's raw replies, in order."""
-        import httpx
-
-        if not prompts:
-            return []
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        with httpx.Client(timeout=self.timeout, headers=headers) as client:
-            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
-                return list(pool.map(lambda prompt: self._request(client, prompt), prompts))
+        return map_prompts(prompts, self._request, self.api_key, self.timeout, self.max_concurrency)
 
 
 def make_judge(spec: str | dict | None):
