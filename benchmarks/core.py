@@ -176,6 +176,12 @@ _START = time.perf_counter()
 Case = Callable[[], Callable[[], Any]]
 
 
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """The benchmark's JSON report (every repeat, settings, environment), creating the folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def log(message: str) -> None:
     elapsed = int(time.perf_counter() - _START)
     print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {message}", flush=True)
@@ -364,17 +370,22 @@ def bench_train_step(
 # ---- (c) generation ------------------------------------------------------------------------------------------------
 
 
-def bench_generate(
-    hyper: HyperPeftModel, lora: PeftModel, tokenizer, settings: Settings, device: torch.device
-) -> list[dict[str, Any]]:
-    """Greedy generation of exactly `new_tokens` tokens; hyperpeft gets one distinct user per row."""
-    config = GenerationConfig(
-        max_new_tokens=settings.new_tokens,
-        min_new_tokens=settings.new_tokens,
+def greedy_exactly(tokenizer, new_tokens: int) -> GenerationConfig:
+    """Greedy decoding of exactly `new_tokens` tokens, so every method generates the same amount."""
+    return GenerationConfig(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def bench_generate(
+    hyper: HyperPeftModel, lora: PeftModel, tokenizer, settings: Settings, device: torch.device
+) -> list[dict[str, Any]]:
+    """Greedy generation of exactly `new_tokens` tokens; hyperpeft gets one distinct user per row."""
+    config = greedy_exactly(tokenizer, settings.new_tokens)
     results = []
     with torch.inference_mode():
         for batch in settings.generate_batches:
@@ -673,8 +684,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{', quick run' if args.quick else ''}\n"
     )
     print(markdown_table(report["summary"]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, out)
     print(f"\nwrote {out}")
     return report
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import random
 import tempfile
@@ -50,13 +49,14 @@ from core import (
     count_parameters,
     environment,
     fixed,
+    greedy_exactly,
     log,
     make_prompts,
     measure,
     summarize,
+    write_report,
 )
 from peft import PeftModel
-from transformers import GenerationConfig
 
 import hyperpeft
 from hyperpeft import HyperLoraConfig, HyperPeftModel, load_base_model, load_tokenizer
@@ -86,13 +86,7 @@ def build_models(base, share_weights: bool, max_users: int, device: torch.device
 def bench_users(
     users: int, base, hyper, peft_model, embeddings, tokenizer, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
-    config = GenerationConfig(
-        max_new_tokens=args.new_tokens,
-        min_new_tokens=args.new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = greedy_exactly(tokenizer, args.new_tokens)
     prompts = make_prompts(tokenizer, users, args.prompt_tokens, device)
     names = [f"user{u}" for u in range(users)]
     calls = {
@@ -222,8 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if device.type == "cuda":
                 report["environment"]["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             report["goals"] = goals(report["results"], device.type == "cuda")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=2) + "\n")  # after every user count: a cut-off run keeps them
+            write_report(report, out)  # after every user count: a cut-off run keeps them
     env = report["environment"]
     print(
         f"\n{report['settings']['base']} ({dtype}), {env.get('gpu', env['cpu'])}, {env['threads']} threads, "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
@@ -31,7 +30,7 @@ from typing import Any
 import httpx
 import torch
 import transformers
-from core import LORA_ALPHA, RANK, TARGET_MODULES, environment, log
+from core import LORA_ALPHA, RANK, TARGET_MODULES, environment, log, write_report
 
 import hyperpeft
 from hyperpeft import HyperLoraConfig, HyperPeftModel, ProfileEncoder, load_base_model, load_tokenizer
@@ -196,8 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{env['loadavg_start'][0]:.2f} -> {env['loadavg_end'][0]:.2f}\n"
     )
     print(markdown_table(report["results"]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, out)
     print(f"\nwrote {out}")
     return report
 
