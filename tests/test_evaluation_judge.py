@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from conftest import make_base, make_tokenizer
+from conftest import local_http_server, make_base, make_tokenizer
 
 from hyperpeft.evaluation.judge import (
     OpenAIJudge,
@@ -89,13 +88,9 @@ class _JudgeServer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def judge_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeServer)
     _JudgeServer.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_JudgeServer) as url:
+        yield url
 
 
 def test_openai_judge_against_a_local_server(judge_server):

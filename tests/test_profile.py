@@ -10,10 +10,11 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import torch
+from conftest import local_http_server
 from datasets import Dataset
 
 from hyperpeft.profile import (
@@ -343,17 +344,16 @@ def _build_in_another_process(cache_path, tag, barrier, results):
 
 def test_many_connections_opening_a_new_cache_at_once_all_succeed(tmp_path):
     # Regression: switching a fresh file to WAL reported "database is locked" at once to all but one opener.
+    def open_and_close(path, barrier, errors):
+        barrier.wait(timeout=30)
+        try:
+            SummaryCache(path).close()
+        except ValueError as error:
+            errors.append(error)
+
     for trial in range(60):
         path, barrier, errors = tmp_path / f"fresh-{trial}.sqlite", threading.Barrier(8), []
-
-        def open_and_close():
-            barrier.wait(timeout=30)
-            try:
-                SummaryCache(path).close()
-            except ValueError as error:
-                errors.append(error)
-
-        threads = [threading.Thread(target=open_and_close) for _ in range(8)]
+        threads = [threading.Thread(target=open_and_close, args=(path, barrier, errors)) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -463,13 +463,9 @@ class _ChatServer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def chat_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatServer)
     _ChatServer.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_ChatServer) as url:
+        yield url
 
 
 def test_openai_summarizer_against_a_local_server(chat_server, tmp_path):
