@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig, PeftModel
+from peft import PeftModel
 from transformers.utils import logging
 from trl import SFTConfig
 
@@ -32,9 +32,11 @@ from .data.tasks import get_task
 from .embedded import EMBEDDED_BASE_MODEL, EMBEDDED_PROFILE_ENCODER, load_base_model, load_tokenizer
 from .evaluation.generation import generate_answers
 from .evaluation.metrics import HEADLINE, score_task
+from .evaluation.mt_lora import train_mt_lora as evaluation_mt_lora
+from .evaluation.mt_lora import training_defaults
 from .model import HyperPeftModel
 from .pipeline import add_profiles, load_source, sft_rows
-from .trainer import HyperSFTConfig, HyperSFTTrainer, RowMeanSFTTrainer
+from .trainer import HyperSFTConfig, HyperSFTTrainer
 
 logger = logging.get_logger(__name__)
 
@@ -81,24 +83,16 @@ def build_data(config: DemoConfig) -> dict[str, Dataset]:
 
 
 def _training_args(config: DemoConfig, folder: Path, learning_rate: float) -> dict:
-    return dict(
-        output_dir=str(folder),
+    # short rows fit in memory: no gradient checkpointing (recomputation would cost a third more time)
+    return training_defaults(
+        str(folder),
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=1,
         learning_rate=learning_rate,
-        lr_scheduler_type="constant_with_warmup",
         warmup_steps=config.warmup_steps,
-        max_grad_norm=1.0,
         logging_steps=max(config.steps // 10, 1),
-        save_strategy="no",
-        report_to=[],
-        gradient_checkpointing=False,  # short rows fit in memory; recomputation would cost a third more time
-        bf16=False,
-        use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
         max_length=192,
-        dataloader_num_workers=0,
     )
 
 
@@ -114,19 +108,13 @@ def train_p2p(config: DemoConfig, train: Dataset, tokenizer) -> HyperPeftModel:
 
 
 def train_mt_lora(config: DemoConfig, train: Dataset, tokenizer) -> PeftModel:
-    torch.manual_seed(config.seed)
+    """The multi-task LoRA baseline of `hyperpeft eval`, with the same steps and per-row loss as P2P here."""
     folder = Path(config.out) / "mt-lora"
     args = SFTConfig(**_training_args(config, folder, config.mt_lora_learning_rate))
-    trainer = RowMeanSFTTrainer(  # the same per-row loss as P2P's
-        model=load_base_model(config.base_model),
-        args=args,
-        train_dataset=sft_rows(train).remove_columns(["profile", "task"]),
-        processing_class=tokenizer,
-        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
-    )
-    trainer.train()
-    trainer.save_model(str(folder))
-    return trainer.model.eval()
+    model = evaluation_mt_lora(load_base_model(config.base_model), tokenizer, train, args)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return model
 
 
 def eval_rows(dataset: Dataset, per_user: int) -> Dataset:
