@@ -14,10 +14,35 @@ class GeneratedLora:
 
     `weights` maps a module type to `(A, B)` with A of shape `(users, layers, r, in)` and B `(users, layers, out, r)`;
     `users` is the batch size, or 1 when one profile serves every row. `None` means no profile is set.
+
+    Setting `weights` also fills `layers`: for each module type, one `(Aᵀ, Bᵀ)` per layer position, shaped for the
+    matmuls of [`HyperLoraLinear.forward`] (`(users, in, r)` and `(users, r, out)`, or `(in, r)` and `(r, out)` for a
+    single profile). These views are made once per batch, not in every layer at every decoding step, where their cost
+    would add up to a measurable share of a GPU decoding step.
     """
 
     def __init__(self) -> None:
-        self.weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.layers: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    @property
+    def weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+        return self._weights
+
+    @weights.setter
+    def weights(self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+        self._weights = weights
+        if weights is None:
+            self.layers = None
+            return
+        self.layers = {}
+        for module_type, (a, b) in weights.items():
+            a_t, b_t = a.transpose(-1, -2), b.transpose(-1, -2)
+            if a.shape[0] == 1:
+                a_t, b_t = a_t[0], b_t[0]
+                self.layers[module_type] = [(a_t[i], b_t[i]) for i in range(a.shape[1])]
+            else:
+                self.layers[module_type] = [(a_t[:, i], b_t[:, i]) for i in range(a.shape[1])]
 
 
 class HyperLoraLayer(BaseTunerLayer):
@@ -68,27 +93,30 @@ class HyperLoraLinear(nn.Module, HyperLoraLayer):
         return a[:, self.position], b[:, self.position]  # (users, r, in), (users, out, r)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        # Decoding runs this for every wrapped layer at every token: as few tensor operations as the maths allows.
         result = self.base_layer(x, *args, **kwargs)
-        weights = None if (self.disable_adapters or self.merged) else self._weights()
-        if weights is None:
+        layers = self._generated.layers
+        if layers is None or self.disable_adapters or self.merged:
             return result
-        a, b = (w.to(x.dtype) for w in weights)
-        x = self.lora_dropout(x)
-        if a.shape[0] == 1:  # one profile for every row: two plain matmuls, the second adding to `result`
-            hidden = x.reshape(-1, self.in_features) @ a[0].T  # (B·T, r)
-            flat = torch.addmm(result.reshape(-1, self.out_features), hidden, b[0].T, alpha=self.scaling)
-        else:
-            rows = x.shape[0]
-            if a.shape[0] != rows:
-                raise ValueError(
-                    f"The batch has {rows} rows but LoRA weights were generated for {a.shape[0]} profiles; pass one "
-                    "profile per row (or a single profile for all rows)."
-                )
-            hidden = torch.bmm(x.reshape(rows, -1, self.in_features), a.transpose(1, 2))  # (B, T, r)
-            # result + scaling · hidden Bᵀ in one kernel: decoding runs this for every layer at every token
-            flat = torch.baddbmm(
-                result.reshape(rows, -1, self.out_features), hidden, b.transpose(1, 2), alpha=self.scaling
+        a_t, b_t = layers[self.module_type][self.position]
+        if a_t.dtype != x.dtype:
+            a_t, b_t = a_t.to(x.dtype), b_t.to(x.dtype)
+        if self.training:
+            x = self.lora_dropout(x)
+        if a_t.dim() == 2:  # one profile for every row: two plain matmuls, the second adding to `result`
+            hidden = x.reshape(-1, self.in_features) @ a_t  # (B·T, r)
+            flat = torch.addmm(result.reshape(-1, self.out_features), hidden, b_t, alpha=self.scaling)
+            return flat.view(result.shape)
+        rows = x.shape[0]
+        if a_t.shape[0] != rows:
+            raise ValueError(
+                f"The batch has {rows} rows but LoRA weights were generated for {a_t.shape[0]} profiles; pass one "
+                "profile per row (or a single profile for all rows)."
             )
+        if x.dim() == 3:  # (B, T, in): result + scaling · (x Aᵀ) Bᵀ, with the addition inside the second kernel
+            return torch.baddbmm(result, torch.bmm(x, a_t), b_t, alpha=self.scaling)
+        hidden = torch.bmm(x.reshape(rows, -1, self.in_features), a_t)
+        flat = torch.baddbmm(result.reshape(rows, -1, self.out_features), hidden, b_t, alpha=self.scaling)
         return flat.view(result.shape)
 
     def get_delta_weight(self) -> torch.Tensor:
