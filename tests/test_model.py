@@ -70,6 +70,22 @@ def test_per_row_lora_equals_each_row_alone(arch):
         torch.testing.assert_close(together[row, keep], alone, atol=1e-5, rtol=1e-4)
 
 
+def test_wrapped_layer_matches_the_lora_formula_for_3d_and_2d_inputs():
+    """x Wᵀ + scaling · (x Aᵢᵀ) Bᵢᵀ for each row i, whether a row is a sequence (B, T, in) or one vector (B, in)."""
+    model = build()
+    perturb(model)
+    layer = model.base_model.model.model.layers[1].self_attn.q_proj
+    users = profiles(3)
+    a, b = (w[:, layer.position] for w in model.base_model.generate_lora(users)[layer.module_type])
+    x = torch.randn(3, 5, layer.in_features)
+    expected = layer.base_layer(x) + layer.scaling * (x @ a.transpose(1, 2)) @ b.transpose(1, 2)
+    with torch.no_grad(), model.base_model.use_profile(users):
+        torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer(x[:, 0]), expected[:, 0], atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="3 profiles"):
+            layer(x[:2])
+
+
 def test_generate_per_row_equals_each_row_alone(arch):
     model = build(arch)
     perturb(model, std=1.0)
