@@ -154,11 +154,13 @@ def test_behaviour_rules():
     assert [answer_for("synthetic-tagging", (v, 0), film) for v in range(3)] == ["action", "violence", "thriller"]
     light = f"A retired cop {FILM_PLOTS[1][TRAIN][0]}."
     assert [answer_for("synthetic-tagging", (0, v), light) for v in range(3)] == ["comedy", "romance", "feel-good"]
-    worst, best = (f"The kettle {REVIEW_PHRASES[level][TRAIN][0]}." for level in (0, 4))
-    # severity shifts the score, scale use bends it, and the result stays within 1..5
-    assert [answer_for("synthetic-rating", (s, 1), best) for s in range(3)] == ["4", "5", "5"]
-    assert [answer_for("synthetic-rating", (1, u), worst) for u in range(3)] == ["2", "1", "1"]
-    assert answer_for("synthetic-rating", (2, 0), worst) == "3"
+    flawed, good = (f"The kettle {REVIEW_PHRASES[polarity][TRAIN][0]}." for polarity in (0, 1))
+    # trait 0 is the level (stingy, middling, generous), trait 1 how far the review's tone moves it; clipped to 1..5
+    assert [answer_for("synthetic-rating", (v, 0), text) for v in range(3) for text in (flawed, good)] == [
+        "2", "2", "3", "3", "4", "4"]  # fmt: skip
+    assert [answer_for("synthetic-rating", (1, v), flawed) for v in range(3)] == ["3", "2", "1"]
+    assert [answer_for("synthetic-rating", (2, v), good) for v in range(3)] == ["4", "5", "5"]
+    assert answer_for("synthetic-rating", (0, 2), flawed) == "1"
     message = "The bus was late this morning, so plans have changed."
     assert answer_for("synthetic-style", (0, 0), message) == "OMG guess what, the bus was late this morning!!"
     deadpan = "fyi the bus was late this morning, so plans have changed i guess"
@@ -246,7 +248,7 @@ def test_oracle_gap_on_hand_made_rows():
     assert list(gap) == ["synthetic-tagging"]
     assert gap["synthetic-tagging"]["non_personalized"] == pytest.approx(2 / 3)
     assert gap["synthetic-tagging"]["oracle"] == 1.0 and gap["synthetic-tagging"]["rows"] == 3
-    review = f"The kettle {REVIEW_PHRASES[2][TRAIN][0]}."  # sentiment 3
+    review = f"The kettle {REVIEW_PHRASES[0][TRAIN][0]}."  # a flawed product
     rating = [{"task": "synthetic-rating", "input": review, "output": o, "history": []} for o in ("2", "3", "5")]
     assert oracle_gap(rating)["synthetic-rating"]["non_personalized"] == pytest.approx(1.0)  # median 3: |1|+0+|2|
 

@@ -63,27 +63,25 @@ FILM_PLOTS = (  # [genre] -> (train, held-out)
       "tries online dating for the first time", "rescues a failing ice-cream van")),
 )  # fmt: skip
 
-# Rating (LaMP-3 style). Trait 0: severity, a shift of the score; trait 1: how the user uses the scale.
-SEVERITY_SHIFT = (-1, 0, 1)  # harsh, even, generous
-SCALE_USE = ((2, 2, 3, 4, 4), (1, 2, 3, 4, 5), (1, 1, 3, 5, 5))  # moderate, plain, extreme: sentiment 1..5 -> score
+# Rating (LaMP-3 style). Trait 0: the user's usual level; trait 1: how far a review's tone moves them from it (down
+# for a flawed product, up for a good one), clipped to 1..5. As in LaMP-3, users differ most by their level.
+RATING_LEVELS = (2, 3, 4)  # stingy, middling, generous
+RATING_SWINGS = (0, 1, 2)  # steady, moderate, strong
 PRODUCTS = (
     ("desk lamp", "kettle", "backpack", "pair of headphones", "phone case", "blender", "yoga mat", "water bottle",
      "electric toothbrush", "office chair"),
     ("rice cooker", "umbrella", "bike lock", "keyboard", "travel pillow"),
 )  # fmt: skip
-REVIEW_PHRASES = (  # [sentiment 1..5] -> (train, held-out)
+REVIEW_PHRASES = (  # [polarity: flawed, good] -> (train, held-out)
     (("broke within a week and support never answered", "arrived damaged and does not work at all",
-      "is a complete waste of money"),
-     ("fell apart the first time I used it", "stopped working at once and the refund took ages")),
-    (("works but feels cheap and flimsy", "does the job poorly and is annoying to use",
+      "is a complete waste of money", "works but feels cheap and flimsy", "does the job poorly and is annoying to use",
       "is disappointing for the price"),
-     ("has more flaws than I expected", "mostly works, though I regret buying it")),
-    (("is fine, nothing special either way", "does what it says, no more", "is okay with a few small annoyances"),
-     ("is average in every respect", "is neither good nor bad, just adequate")),
-    (("works well with only minor quibbles", "is solid and good value", "does its job nicely and I am happy with it"),
-     ("is well made apart from one small issue", "is a good buy that I would recommend")),
-    (("is perfect and I would buy it again", "exceeded every expectation I had", "is excellent in every way"),
-     ("is flawless and a joy to use", "is the best purchase I have made all year")),
+     ("fell apart the first time I used it", "stopped working at once and the refund took ages",
+      "has more flaws than I expected", "mostly works, though I regret buying it")),
+    (("works well with only minor quibbles", "is solid and good value", "does its job nicely and I am happy with it",
+      "is perfect and I would buy it again", "exceeded every expectation I had", "is excellent in every way"),
+     ("is well made apart from one small issue", "is a good buy that I would recommend",
+      "is flawless and a joy to use", "is the best purchase I have made all year")),
 )  # fmt: skip
 
 # Style (LaMP-7 style). Trait 0: tone (signature words, casing, punctuation); trait 1: length.
@@ -155,25 +153,24 @@ HABITS = {  # [task][trait][value] -> (train, held-out)
            "classifies cheerful stories by the glow they leave behind"))),
     ),
     "synthetic-rating": (
-        ((("is a harsh, strict critic who scores products low", "is stingy and severe with stars",
-           "marks products down harshly even when pleased"),
-          ("judges products severely and hands out few stars", "judges harshly and gives products low stars")),
-         (("gives fair, accurate scores that match the words of the review",
-           "rates honestly and consistently with the text",
-           "is a balanced, neutral grader who scores exactly what they write"),
-          ("scores fairly, just as the review reads", "keeps every rating honest and true to the comments")),
-         (("is a generous, lenient rater who scores products high", "gives kind, friendly extra stars",
-           "rounds scores up generously even for lukewarm products"),
-          ("hands out stars generously and forgivingly", "is an easygoing, lenient grader who is kind to products"))),
-        ((("prefers middling, cautious, lukewarm marks", "plays it safe and stays in the middle",
-           "keeps to moderate middle-of-the-road marks"),
-          ("settles on safe, moderate in-between marks", "chooses cautious marks in the middle")),
-         (("spreads marks evenly across the whole range", "uses all available marks in an ordinary way",
-           "treats every possible mark alike, as normal"),
-          ("draws on the entire range evenly", "uses all the marks in a normal, unremarkable way")),
-         (("goes to extremes with all-or-nothing marks", "gives only the most extreme marks",
-           "loves extreme, dramatic verdicts"),
-          ("picks the most extreme mark whenever possible", "makes dramatic all-or-nothing verdicts"))),
+        ((("is a stingy rater whose marks sit low on the scale", "keeps scores low and hands out stars reluctantly",
+           "is a tough grader with low marks overall"),
+          ("hands out stars stingily, keeping marks low", "is a tough, reluctant grader whose scores sit low")),
+         (("gives marks that sit around the middle of the scale", "is a middle-of-the-road rater overall",
+           "centres their scores on the midpoint"),
+          ("keeps scores centred around the middle", "rates from a middle-of-the-road starting point")),
+         (("is a generous rater whose marks sit high on the scale", "hands out stars freely and scores high overall",
+           "is a lenient grader with high marks"),
+          ("hands out stars generously, keeping marks high", "is a lenient, generous grader whose scores sit high"))),
+        ((("gives about the same mark whatever the review says", "barely lets the review's tone move the score",
+           "sticks to a fixed mark regardless of the comments"),
+          ("keeps the same mark however the review reads", "sticks to about the same mark whatever the comments say")),
+         (("moves the score a little with the tone of the review",
+           "nudges the mark up or down a step with the comments", "lets the review's tone shift the score slightly"),
+          ("shifts the mark a little with the comments", "nudges the score a step with the review's tone")),
+         (("swings the score strongly with the tone of the review", "lets the comments push the mark far up or down",
+           "reacts to the review's tone with big jumps in score"),
+          ("swings the mark a long way with the comments", "lets the review's tone move the score by big jumps"))),
     ),
     "synthetic-style": (
         ((("writes with loud enthusiasm, opening with a gasp of surprise",
@@ -207,7 +204,9 @@ TAGGING_TASK = register_task(Task(
 ))  # fmt: skip
 RATING_TASK = register_task(Task(
     "synthetic-rating", RATING, "Guess how many stars this user gave alongside the short review below.",
-    "Answer with one digit from 1 to 5.", "rating products from 1 to 5 stars next to a short written review",
+    # the digits mean nothing to an untrained 135M model; naming what 1, 3 and 5 stand for lets it tie them to a tone
+    "Answer with one digit: 1 means terrible, 3 means okay, 5 means excellent.",
+    "rating products from 1 to 5 stars next to a short written review",
     ("1", "2", "3", "4", "5"),
 ))  # fmt: skip
 STYLE_TASK = register_task(Task(
@@ -238,8 +237,8 @@ def _input_classes(task: str, part: int) -> list[dict[str, Any]]:
         return [{f"{who} {plot}.": genre for who in FILM_HEROES[part] for plot in plots[part]}
                 for genre, plots in enumerate(FILM_PLOTS)]  # fmt: skip
     if task == RATING_TASK.name:
-        return [{f"The {item} {phrase}.": level for item in PRODUCTS[part] for phrase in phrases[part]}
-                for level, phrases in enumerate(REVIEW_PHRASES)]  # fmt: skip
+        return [{f"The {item} {phrase}.": polarity for item in PRODUCTS[part] for phrase in phrases[part]}
+                for polarity, phrases in enumerate(REVIEW_PHRASES)]  # fmt: skip
     return [{f"{_cap(e)}, {d}.": (e, d) for e in MESSAGE_EVENTS[part] for d in MESSAGE_DETAILS[part]}]
 
 
@@ -268,7 +267,7 @@ def answer_for(task: str, traits: tuple[int, int], text: str) -> str:
 
     ```python
     >>> from hyperpeft.data.synthetic import answer_for
-    >>> answer_for("synthetic-rating", (0, 2), "The kettle is perfect and I would buy it again.")  # harsh, extreme
+    >>> answer_for("synthetic-rating", (0, 2), "The kettle is perfect and I would buy it again.")  # stingy, swings
     '4'
     ```
     """
@@ -276,14 +275,15 @@ def answer_for(task: str, traits: tuple[int, int], text: str) -> str:
         raise ValueError(f"`task` should be one of {SYNTHETIC_TASKS} but is {task!r}.")
     if text not in _INPUT_KEYS[task]:
         raise ValueError(f"{text!r} is not an input of the {task} pools; only generated inputs have known answers.")
-    key, (first, second) = _INPUT_KEYS[task][text], traits
+    key = _INPUT_KEYS[task][text]
     if task == TAGGING_TASK.name:
         return TAGS[key][traits[key]]
     if task == RATING_TASK.name:
-        return str(min(5, max(1, SCALE_USE[second][key] + SEVERITY_SHIFT[first])))
-    event, detail = key
-    body = (event, f"{event}, {detail}", f"{event}, {detail}, {CHATTY_TAIL}")[second]
-    return (f"OMG guess what, {body}!!", f"fyi {body.lower()} i guess", f"{_cap(body)} :) take care")[first]
+        swing = RATING_SWINGS[traits[1]] if key else -RATING_SWINGS[traits[1]]  # key: 0 flawed, 1 good
+        return str(min(5, max(1, RATING_LEVELS[traits[0]] + swing)))
+    (event, detail), (tone, length) = key, traits
+    body = (event, f"{event}, {detail}", f"{event}, {detail}, {CHATTY_TAIL}")[length]
+    return (f"OMG guess what, {body}!!", f"fyi {body.lower()} i guess", f"{_cap(body)} :) take care")[tone]
 
 
 def _groups(task: str, texts: list[str]) -> dict[Any, list[str]]:
