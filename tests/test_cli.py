@@ -93,3 +93,16 @@ def test_main_job_smoke_run(tmp_path):
     adapter = Path(report["two_users"]["exported_adapter"])
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert len(report["two_users"]["users"]) == 2
+
+
+def test_main_job_base_dtype():
+    import torch
+
+    from hyperpeft.demo import DemoConfig, base_dtype
+
+    assert base_dtype(DemoConfig(base_dtype="float32")) is torch.float32
+    assert base_dtype(DemoConfig(base_dtype="bfloat16")) is torch.bfloat16
+    assert base_dtype(DemoConfig()) in (torch.bfloat16, torch.float32)  # "auto": bf16 only where it is native
+    for bad in ("int8", "fp32", "Tensor"):
+        with pytest.raises(ValueError, match=repr(bad)):
+            base_dtype(DemoConfig(base_dtype=bad))
