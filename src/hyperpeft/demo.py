@@ -5,7 +5,7 @@ multi-task LoRA on the same rows without profiles (TRL SFTTrainer) -> evaluate o
 OOD splits against the base model, with profile ablations -> markdown + JSON table -> export one new user's adapter
 as a PEFT LoRA folder and show two contrasting users' answers.
 
-    hyperpeft demo                   # the full run (~15 minutes on 2 CPU cores)
+    hyperpeft demo                   # the full run (~12 minutes on 2 CPU cores)
     hyperpeft demo --smoke           # a tiny configuration (a minute or two), for tests
 
 Its defaults differ from the paper's on purpose: a few dozen CPU steps need a learning rate far above the paper's
@@ -83,13 +83,15 @@ class DemoConfig:
 
 def load_demo_base(config: DemoConfig):
     """The base model for training (see the module docstring for the dtype and attention choices)."""
-    return load_base_model(config.base_model, dtype=base_dtype(config), attn_implementation="eager")
+    attention = "sdpa" if torch.cuda.is_available() else "eager"
+    return load_base_model(config.base_model, dtype=base_dtype(config), attn_implementation=attention)
 
 
 def ready_for_evaluation(model) -> None:
-    """Back to float32 and SDPA attention after training: on a CPU, batched greedy decoding is faster that way."""
-    model.float()
-    model.get_base_model().set_attn_implementation("sdpa")
+    """Back to float32 and SDPA attention after training on a CPU: batched greedy decoding is faster that way there."""
+    if next(model.parameters()).device.type == "cpu":
+        model.float()
+        model.get_base_model().set_attn_implementation("sdpa")
 
 
 def base_dtype(config: DemoConfig) -> torch.dtype:
