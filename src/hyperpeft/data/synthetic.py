@@ -232,7 +232,7 @@ def _cap(text: str) -> str:
 
 
 def _input_classes(task: str, part: int) -> list[dict[str, Any]]:
-    """A task's inputs from one pool part: one `{text: hidden key}` per input class (genre, sentiment, or one)."""
+    """A task's inputs from one pool part: one `{text: hidden key}` per input class (genre, polarity, or one)."""
     if task == TAGGING_TASK.name:
         return [{f"{who} {plot}.": genre for who in FILM_HEROES[part] for plot in plots[part]}
                 for genre, plots in enumerate(FILM_PLOTS)]  # fmt: skip
@@ -242,7 +242,7 @@ def _input_classes(task: str, part: int) -> list[dict[str, Any]]:
     return [{f"{_cap(e)}, {d}.": (e, d) for e in MESSAGE_EVENTS[part] for d in MESSAGE_DETAILS[part]}]
 
 
-# INPUT_POOLS[task][part][class] -> input texts; _INPUT_KEYS[task][text] -> genre, sentiment index or (event, detail)
+# INPUT_POOLS[task][part][class] -> input texts; _INPUT_KEYS[task][text] -> genre, review polarity or (event, detail)
 INPUT_POOLS: dict[str, tuple[list[list[str]], ...]] = {}
 _INPUT_KEYS: dict[str, dict[str, Any]] = {}
 for _task in SYNTHETIC_TASKS:
@@ -580,7 +580,7 @@ def oracle_gap(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     How much the per-user signal matters: the best user-agnostic answer against a trait-aware oracle, per task.
 
     - Non-personalized: the best answer that depends only on the input, fitted on `rows` themselves (an optimistic
-      bound): the best tag per film genre, the rating per review sentiment with the lowest MAE, and the single rewrite
+      bound): the best tag per film genre, the rating per review polarity with the lowest MAE, and the single rewrite
       rule (one user type's, or the message unchanged) with the best mean ROUGE-L.
     - Oracle: knows the behaviour rules and reads each user's traits off their history ([`infer_traits`]).
 
