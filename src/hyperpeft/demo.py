@@ -81,6 +81,17 @@ class DemoConfig:
         )
 
 
+def base_dtype(config: DemoConfig) -> torch.dtype:
+    """The frozen base model's dtype: `config.base_dtype`, or for "auto" bfloat16 where it is native."""
+    if config.base_dtype != "auto":
+        dtype = getattr(torch, config.base_dtype, None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"`base_dtype` should be 'auto', 'float32' or 'bfloat16', not {config.base_dtype!r}.")
+        return dtype
+    native = torch.cuda.is_available() or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.bfloat16 if native else torch.float32
+
+
 def load_demo_base(config: DemoConfig):
     """The base model for training (see the module docstring for the dtype and attention choices)."""
     attention = "sdpa" if torch.cuda.is_available() else "eager"
@@ -92,17 +103,6 @@ def ready_for_evaluation(model) -> None:
     if next(model.parameters()).device.type == "cpu":
         model.float()
         model.get_base_model().set_attn_implementation("sdpa")
-
-
-def base_dtype(config: DemoConfig) -> torch.dtype:
-    """The frozen base model's dtype: `config.base_dtype`, or for "auto" bfloat16 where it is native."""
-    if config.base_dtype != "auto":
-        dtype = getattr(torch, config.base_dtype, None)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ValueError(f"`base_dtype` should be 'auto', 'float32' or 'bfloat16', not {config.base_dtype!r}.")
-        return dtype
-    native = torch.cuda.is_available() or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return torch.bfloat16 if native else torch.float32
 
 
 def build_data(config: DemoConfig) -> dict[str, Dataset]:

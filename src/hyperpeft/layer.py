@@ -38,11 +38,9 @@ class GeneratedLora:
         self.layers = {}
         for module_type, (a, b) in weights.items():
             a_t, b_t = a.transpose(-1, -2), b.transpose(-1, -2)
-            if a.shape[0] == 1:
+            if a.shape[0] == 1:  # one profile for every row: plain 2-D matmuls
                 a_t, b_t = a_t[0], b_t[0]
-                self.layers[module_type] = [(a_t[i], b_t[i]) for i in range(a.shape[1])]
-            else:
-                self.layers[module_type] = [(a_t[:, i], b_t[:, i]) for i in range(a.shape[1])]
+            self.layers[module_type] = list(zip(a_t.unbind(-3), b_t.unbind(-3)))  # one pair per layer position
 
 
 class HyperLoraLayer(BaseTunerLayer):
