@@ -10,7 +10,7 @@ per call for
 - PEFT's `lora.Linear` with one adapter (its fastest path; mixed adapters per row cost more).
 
 The overhead column is the wrapper's time minus the bare layer's. Medians of `--repeats` timings of `--calls` calls
-each, the three layers interleaved.
+each, after one untimed warm-up, the three layers interleaved in alternating order (`core.measure`).
 
     .venv/bin/python benchmarks/layer_overhead.py --device cpu --users 1 32
 """
@@ -21,11 +21,10 @@ import argparse
 import copy
 import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
-from core import LORA_ALPHA, RANK, TARGET_MODULES, environment, write_report
+from core import LORA_ALPHA, RANK, TARGET_MODULES, environment, fixed, measure, write_report
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -43,16 +42,12 @@ def narrow_base(device: torch.device) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).to(device).eval()
 
 
-def time_calls(layer: torch.nn.Module, x: torch.Tensor, calls: int, device: torch.device) -> float:
-    """Microseconds per call."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        layer(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e6
+def calls_of(layer: torch.nn.Module, x: torch.Tensor, calls: int):
+    def run() -> None:
+        for _ in range(calls):
+            layer(x)
+
+    return run
 
 
 def bench(users: int, args: argparse.Namespace, device: torch.device) -> dict:
@@ -68,13 +63,10 @@ def bench(users: int, args: argparse.Namespace, device: torch.device) -> dict:
         "PEFT LoRA (one adapter)": peft_model.base_model.model.model.layers[0].self_attn.q_proj,
     }
     x = torch.randn(users, 1, HIDDEN, device=device)
-    timings: dict[str, list[float]] = {name: [] for name in layers}
+    cases = {name: fixed(calls_of(layer, x, args.calls)) for name, layer in layers.items()}
     with torch.no_grad(), hyper.base_model.use_profile(torch.randn(users, 16, device=device)):
-        for layer in layers.values():  # warm-up
-            time_calls(layer, x, args.calls, device)
-        for _ in range(args.repeats):
-            for name, layer in layers.items():
-                timings[name].append(time_calls(layer, x, args.calls, device))
+        seconds = measure(cases, warmup=1, repeats=args.repeats, device=device, label=f"{users} users")
+    timings = {name: [t / args.calls * 1e6 for t in values] for name, values in seconds.items()}  # µs per call
     medians = {name: statistics.median(values) for name, values in timings.items()}
     bare = medians["nn.Linear"]
     return {
