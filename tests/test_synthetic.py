@@ -382,3 +382,31 @@ def test_held_out_habit_phrasings_are_nearest_to_their_own_habit(minilm_encoder)
                 nearest = (embed(held_out) @ centroids.T).argmax(-1)
                 misplaced += [(task, trait, p) for p, n in zip(held_out, nearest.tolist()) if n != value]
     assert misplaced == [], misplaced
+
+
+@pytest.mark.integration
+def test_traits_are_linearly_readable_from_test_users_profiles(minilm_encoder, default_rows):
+    """A linear probe fitted on training users' profile embeddings (z-scored with their statistics, as the
+    hypernetwork's input is) reads both traits of every task off test users' embeddings, on unseen trait pairs too.
+
+    Training users show only six of the nine pairs, so a probe can lean on one trait to guess the other; an earlier set
+    of phrasings let it, and on `test_ood` it read the fast-paced-film habit at chance (0.33). No profile-reading
+    method can learn a habit that its input does not carry.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    for task in SYNTHETIC_TASKS:
+        users = {
+            split: list({row["user_id"]: row for row in by_task(rows, task)}.values())
+            for split, rows in default_rows.items()
+        }
+        embeddings = {split: minilm_encoder.encode([u["profile_text"] for u in us]) for split, us in users.items()}
+        traits = {split: [infer_traits(task, u["history"]) for u in us] for split, us in users.items()}
+        mean, std = embeddings["train"].mean(0), embeddings["train"].std(0).clamp_min(1e-6)
+        features = {split: ((e - mean) / std).numpy() for split, e in embeddings.items()}
+        for trait in (0, 1):
+            probe = LogisticRegression(C=0.1, max_iter=3000)
+            probe.fit(features["train"], [t[trait] for t in traits["train"]])
+            for split in ("test_random", "test_ood"):
+                accuracy = probe.score(features[split], [t[trait] for t in traits[split]])
+                assert accuracy >= 0.9, (task, trait, split, accuracy)
