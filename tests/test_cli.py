@@ -95,6 +95,19 @@ def test_main_job_smoke_run(tmp_path):
     assert len(report["two_users"]["users"]) == 2
 
 
+def test_main_job_command_line():
+    from hyperpeft.demo import DemoConfig, config_from_args
+
+    assert config_from_args([]) == DemoConfig()
+    config = config_from_args(["--out", "elsewhere", "--steps", "7", "--seed", "3"])
+    assert (config.out, config.steps, config.seed) == ("elsewhere", 7, 3)
+    assert config.synthetic == DemoConfig().synthetic  # another seed trains differently on the same users
+    assert config_from_args(["--smoke", "--out", "x"]) == DemoConfig.smoke("x")
+    for bad in (["--steps", "0"], ["--seed", "-1"]):
+        with pytest.raises(SystemExit):
+            config_from_args(bad)
+
+
 def test_main_job_base_dtype():
     import torch
 

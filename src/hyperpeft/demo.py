@@ -282,15 +282,30 @@ def run(config: DemoConfig) -> dict:
     return {"table": table, **report}
 
 
-def main(argv: list[str] | None = None) -> None:
+def config_from_args(argv: list[str] | None = None) -> DemoConfig:
+    """The `DemoConfig` that `hyperpeft demo [--out DIR] [--smoke] [--steps N] [--seed S]` runs."""
     parser = argparse.ArgumentParser(prog="hyperpeft demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out/demo")
     parser.add_argument("--smoke", action="store_true", help="a tiny configuration that runs in a minute or two")
     parser.add_argument("--steps", type=int, help="training steps for each trained method")
+    parser.add_argument(
+        "--seed", type=int, help="seed of both trainings and of the ablation's profile draw (same users)"
+    )
     args = parser.parse_args(argv)
     config = DemoConfig.smoke(args.out) if args.smoke else DemoConfig(out=args.out)
-    if args.steps:
+    if args.steps is not None:
+        if args.steps < 1:
+            parser.error(f"--steps should be at least 1, not {args.steps}")
         config.steps = args.steps
+    if args.seed is not None:
+        if args.seed < 0:
+            parser.error(f"--seed should be 0 or more, not {args.seed}")
+        config.seed = args.seed
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = config_from_args(argv)
     report = run(config)
     print(report["table"])
     print(f"One input, two held-out users: {report['two_users']['input']!r}")
@@ -298,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{user['user_id']}] {user['profile']}\n  -> {user['answer']}")
     print(f"\nexported adapter: {report['two_users']['exported_adapter']}")
     print(f"timings: { {k: round(v, 1) for k, v in report['timings'].items()} }")
-    print(f"wrote {Path(args.out) / 'results.md'} and results.json")
+    print(f"wrote {Path(config.out) / 'results.md'} and results.json")
 
 
 if __name__ == "__main__":
