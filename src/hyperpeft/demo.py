@@ -5,15 +5,15 @@ multi-task LoRA on the same rows without profiles (TRL SFTTrainer) -> evaluate o
 OOD splits against the base model, with profile ablations -> markdown + JSON table -> export one new user's adapter
 as a PEFT LoRA folder and show two contrasting users' answers.
 
-    hyperpeft demo                   # the full run (~12 minutes on 2 CPU cores)
+    hyperpeft demo                   # the full run (~11 minutes on 2 CPU cores)
     hyperpeft demo --smoke           # a tiny configuration (a minute or two), for tests
 
 Its defaults differ from the paper's on purpose: a few dozen CPU steps need a learning rate far above the paper's
 2e-5 (set for 20k GPU steps), and the hypernetwork's input is z-scored with training-profile statistics. Both methods
 train with the frozen base in bfloat16 where the processor computes it natively (AMX or AVX512-BF16) and with eager
 attention (on a CPU, SDPA's backward costs more than the rest of these short rows' layers): a training step takes
-2.4 s instead of 3.6 s on the project's 2-core machine. The hypernetwork and the LoRA weights stay float32, and both
-models return to float32 and SDPA for evaluation, where that decodes faster.
+1.8-2.4 s instead of 3.6 s on the project's 2-core machine. The hypernetwork and the LoRA weights stay float32, and
+both models return to float32 and SDPA for evaluation, where that decodes faster.
 """
 
 from __future__ import annotations
