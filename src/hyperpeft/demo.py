@@ -59,7 +59,7 @@ class DemoConfig:
     k: int = 2
     steps: int = 100
     batch_size: int = 8
-    p2p_learning_rate: float = 1e-3
+    p2p_learning_rate: float = 3e-4
     mt_lora_learning_rate: float = 1e-3
     warmup_steps: int = 10
     eval_queries_per_user: int = 2
