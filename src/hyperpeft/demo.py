@@ -12,7 +12,7 @@ Its defaults differ from the paper's on purpose: a few dozen CPU steps need a le
 2e-5 (set for 20k GPU steps), and the hypernetwork's input is z-scored with training-profile statistics. Both methods
 train with the frozen base in bfloat16 where the processor computes it natively (AMX or AVX512-BF16) and with eager
 attention (on a CPU, SDPA's backward costs more than the rest of these short rows' layers): a training step takes
-1.8-2.4 s instead of 3.6 s on the project's 2-core machine. The hypernetwork and the LoRA weights stay float32, and
+1.8-2.6 s instead of 3.6 s on the project's 2-core machine. The hypernetwork and the LoRA weights stay float32, and
 both models return to float32 and SDPA for evaluation, where that decodes faster.
 """
 
