@@ -5,7 +5,7 @@ multi-task LoRA on the same rows without profiles (TRL SFTTrainer) -> evaluate o
 OOD splits against the base model, with profile ablations -> markdown + JSON table -> export one new user's adapter
 as a PEFT LoRA folder and show two contrasting users' answers.
 
-    hyperpeft demo                   # the full run (~11 minutes on 2 CPU cores)
+    hyperpeft demo                   # the full run (11-14 minutes on 2 CPU cores)
     hyperpeft demo --smoke           # a tiny configuration (a minute or two), for tests
 
 Its defaults differ from the paper's on purpose: a few dozen CPU steps need a learning rate far above the paper's
