@@ -155,12 +155,11 @@ def test_behaviour_rules():
     light = f"A retired cop {FILM_PLOTS[1][TRAIN][0]}."
     assert [answer_for("synthetic-tagging", (0, v), light) for v in range(3)] == ["comedy", "romance", "feel-good"]
     flawed, good = (f"The kettle {REVIEW_PHRASES[polarity][TRAIN][0]}." for polarity in (0, 1))
-    # trait 0 is the level (stingy, middling, generous), trait 1 how far the review's tone moves it; clipped to 1..5
-    assert [answer_for("synthetic-rating", (v, 0), text) for v in range(3) for text in (flawed, good)] == [
-        "2", "2", "3", "3", "4", "4"]  # fmt: skip
-    assert [answer_for("synthetic-rating", (1, v), flawed) for v in range(3)] == ["3", "2", "1"]
-    assert [answer_for("synthetic-rating", (2, v), good) for v in range(3)] == ["4", "5", "5"]
-    assert answer_for("synthetic-rating", (0, 2), flawed) == "1"
+    # trait 0 scores a flawed product (rock bottom, docked, middling), trait 1 a good one (reserved, warm, thrilled)
+    assert [answer_for("synthetic-rating", (v, 1), text) for v in range(3) for text in (flawed, good)] == [
+        "1", "4", "2", "4", "3", "4"]  # fmt: skip
+    assert [answer_for("synthetic-rating", (1, v), good) for v in range(3)] == ["3", "4", "5"]
+    assert [answer_for("synthetic-rating", (v, 2), flawed) for v in range(3)] == ["1", "2", "3"]
     message = "The bus was late this morning, so plans have changed."
     assert answer_for("synthetic-style", (0, 0), message) == "OMG guess what, the bus was late this morning!!"
     deadpan = "fyi the bus was late this morning, so plans have changed i guess"

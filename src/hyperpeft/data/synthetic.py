@@ -63,10 +63,10 @@ FILM_PLOTS = (  # [genre] -> (train, held-out)
       "tries online dating for the first time", "rescues a failing ice-cream van")),
 )  # fmt: skip
 
-# Rating (LaMP-3 style). Trait 0: the user's usual level; trait 1: how far a review's tone moves them from it (down
-# for a flawed product, up for a good one), clipped to 1..5. As in LaMP-3, users differ most by their level.
-RATING_LEVELS = (2, 3, 4)  # stingy, middling, generous
-RATING_SWINGS = (0, 1, 2)  # steady, moderate, strong
+# Rating (LaMP-3 style). Like tagging, each trait governs one class of input: trait 0 scores a flawed product, trait 1
+# a good one. An unseen trait pair then only recombines scores that training users gave to the same kind of review.
+RATING_FLAWED = (1, 2, 3)  # rock bottom, docked low, middling
+RATING_GOOD = (3, 4, 5)  # reserved, warm, thrilled
 PRODUCTS = (
     ("desk lamp", "kettle", "backpack", "pair of headphones", "phone case", "blender", "yoga mat", "water bottle",
      "electric toothbrush", "office chair"),
@@ -156,28 +156,34 @@ HABITS = {  # [task][trait][value] -> (train, held-out)
            "classifies cheerful stories by the warm, comforting mood they leave"))),
     ),
     "synthetic-rating": (
-        ((("is a stingy rater whose marks sit low on the scale", "keeps scores low and hands out stars reluctantly",
-           "is a tough grader with low marks overall"),
-          ("hands out stars stingily, keeping marks low", "is a tough, reluctant grader whose scores sit low")),
-         (("gives marks that sit around the middle of the scale", "is a middle-of-the-road rater overall",
-           "centres their scores on the midpoint"),
-          ("keeps scores centred around the middle", "is a middle-of-the-road rater, marks around the middle")),
-         (("is a generous rater whose marks sit high on the scale", "hands out stars freely and scores high overall",
-           "is a lenient grader with high marks"),
-          ("hands out stars generously, keeping marks high", "is a lenient, generous grader whose scores sit high"))),
-        ((("never lets what the review says change the mark, which stays fixed",
-           "keeps the very same mark whatever the review says", "sticks to one fixed mark regardless of the comments"),
-          ("keeps the mark fixed however the review reads", "gives the same fixed mark whatever the comments say")),
-         (("lets the review move the mark only slightly, by a single step",
-           "nudges the mark up or down by just one step with the comments",
-           "lets the review's tone shift the mark slightly, one step at most"),
-          ("shifts the mark slightly, a single step, with the comments",
-           "moves the mark just one step up or down with the review's tone")),
-         (("lets the review swing the mark drastically, from one extreme to the other",
-           "pushes the mark to the extremes of the scale with the comments",
-           "reacts to the review's tone with drastic jumps to the extremes"),
-          ("swings the mark drastically toward an extreme with the comments",
-           "jumps drastically between the extremes of the scale with the comments"))),
+        ((("sinks flawed products to rock bottom on the scale",
+           "drops faulty products straight to rock bottom",
+           "sends any product with flaws to rock bottom"),
+          ("puts defective items at rock bottom", "sinks faulty purchases to rock bottom")),
+         (("docks flawed products to a low mark, though not all the way down",
+           "docks faulty products low on the scale, short of the floor",
+           "marks products with flaws low, docking a few stars"),
+          ("docks defective items to a low mark, short of the floor",
+           "docks faulty purchases a few stars, to a low mark")),
+         (("still gives flawed products a middling mark, halfway up the scale",
+           "keeps faulty products at a middling score despite their flaws",
+           "leaves products with flaws halfway up the scale, middling"),
+          ("scores defective items middling, halfway up", "keeps faulty purchases at a middling, halfway mark"))),
+        ((("stays reserved about good products, with restrained praise",
+           "holds praise in reserve even for products that work well",
+           "keeps a reserved, restrained view of products they like"),
+          ("stays reserved and restrained about items that please them",
+           "praises good purchases with restraint, in a reserved way")),
+         (("warmly rewards good products with a solid, high mark",
+           "is warm toward products that work well, rating them solidly high",
+           "rates products they like warmly and solidly, high but measured"),
+          ("rewards items that please them with a warm, solid, high mark",
+           "gives good purchases a warm, solid, high mark")),
+         (("is thrilled by good products and gives them full marks",
+           "rates products that work well with full marks, thrilled",
+           "awards full marks to any product that thrills them"),
+          ("gives items that please them full marks, thrilled",
+           "is thrilled with good purchases and awards full marks"))),
     ),
     "synthetic-style": (
         ((("writes with loud enthusiasm, opening with a gasp of surprise",
@@ -279,8 +285,8 @@ def answer_for(task: str, traits: tuple[int, int], text: str) -> str:
 
     ```python
     >>> from hyperpeft.data.synthetic import answer_for
-    >>> answer_for("synthetic-rating", (0, 2), "The kettle is perfect and I would buy it again.")  # stingy, swings
-    '4'
+    >>> answer_for("synthetic-rating", (0, 2), "The kettle is perfect and I would buy it again.")  # (1, 5) user
+    '5'
     ```
     """
     if task not in _INPUT_KEYS:
@@ -291,8 +297,7 @@ def answer_for(task: str, traits: tuple[int, int], text: str) -> str:
     if task == TAGGING_TASK.name:
         return TAGS[key][traits[key]]
     if task == RATING_TASK.name:
-        swing = RATING_SWINGS[traits[1]] if key else -RATING_SWINGS[traits[1]]  # key: 0 flawed, 1 good
-        return str(min(5, max(1, RATING_LEVELS[traits[0]] + swing)))
+        return str(RATING_GOOD[traits[1]] if key else RATING_FLAWED[traits[0]])  # key: 0 flawed, 1 good
     (event, detail), (tone, length) = key, traits
     body = (event, f"{event}, {detail}", f"{event}, {detail}, {CHATTY_TAIL}")[length]
     return (f"OMG guess what, {body}!!", f"fyi {body.lower()} i guess", f"{_cap(body)} :) take care")[tone]
