@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hyperpeft.evaluation import oppu as oppu_module
-from hyperpeft.evaluation.mt_lora import train_mt_lora, training_arguments
+from hyperpeft.evaluation.mt_lora import train_mt_lora, training_arguments, training_defaults
 from hyperpeft.evaluation.oppu import run_oppu, user_history_rows
 
 
@@ -45,6 +45,18 @@ def test_mt_lora_trains_only_its_lora(tmp_path):
     for name, param in trained.base_model.model.named_parameters():
         if "lora_" not in name:
             assert torch.equal(param, before[name.replace(".base_layer", "")])
+
+
+def test_mt_lora_batches_are_task_balanced(tmp_path, monkeypatch):
+    from hyperpeft.trainer import HyperSFTConfig, TaskBalancedSampler
+
+    rows = Dataset.from_list([{**row, "task": ("LaMP-7", "LaMP-3")[i % 2]} for i, row in enumerate(ROWS)])
+    seen = []
+    monkeypatch.setattr(TaskBalancedSampler, "__iter__", lambda self: seen.append(self) or iter(range(len(self))))
+    settings = dict(max_steps=1, per_device_train_batch_size=2, max_length=64)
+    args = HyperSFTConfig(**training_defaults(str(tmp_path), **settings), task_weights={"LaMP-3": 3.0})
+    train_mt_lora(_model(), make_tokenizer(), rows, args)
+    assert seen and seen[0].task_names == ["LaMP-3", "LaMP-7"] and seen[0].task_weights.tolist() == [3.0, 1.0]
 
 
 def test_oppu_sees_only_each_users_own_history(tmp_path, monkeypatch):

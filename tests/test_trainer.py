@@ -157,6 +157,31 @@ def test_sampler_mixes_tasks_in_sqrt_proportions():
         assert abs(first_picks[task] / total - weight) < 0.02, task
 
 
+def test_sampler_splits_each_batch_by_task_weights():
+    tasks = ["rating"] * 60 + ["style"] * 60 + ["tagging"] * 60
+    sampler = TaskBalancedSampler(tasks, batch_size=8, tasks_per_batch=4, seed=0, task_weights={"rating": 2.0})
+    order = list(sampler)
+    assert len(order) == 180
+    for start in range(0, 176, 8):
+        counts = collections.Counter(tasks[i] for i in order[start : start + 8])
+        assert counts == {"rating": 4, "style": 2, "tagging": 2}  # weights 2 : 1 : 1, every task in every batch
+    even = TaskBalancedSampler(tasks, batch_size=8, tasks_per_batch=4, seed=0)
+    shares = collections.Counter(tasks[i] for i in list(even)[:176])
+    assert all(abs(shares[t] - 176 / 3) <= 22 for t in ("rating", "style", "tagging"))  # 3 / 3 / 2 per batch
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [({"ratings": 2.0}, "no row has"), ({"rating": 0}, "positive number"), ({"rating": "2"}, "positive number")],
+)
+def test_bad_task_weights_are_named(weights, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        TaskBalancedSampler(["rating", "style"], batch_size=2, task_weights=weights)
+    if message == "positive number":
+        with pytest.raises(ValueError, match=message):
+            make_args(tmp_path, task_weights=weights)
+
+
 def test_sampler_with_one_task_degrades_gracefully():
     sampler = TaskBalancedSampler(["only"] * 10, batch_size=4, tasks_per_batch=4, seed=0)
     assert sorted(sampler) == list(range(10))

@@ -28,7 +28,6 @@ import torch
 from datasets import Dataset
 from peft import PeftModel
 from transformers.utils import logging
-from trl import SFTConfig
 
 from .config import HyperLoraConfig
 from .data.synthetic import SyntheticConfig
@@ -62,6 +61,8 @@ class DemoConfig:
     p2p_learning_rate: float = 3e-4
     mt_lora_learning_rate: float = 1e-3
     warmup_steps: int = 10
+    # a rating answer is one digit, the least to learn from per row: twice the rows let P2P learn it in 100 steps
+    task_weights: dict[str, float] = field(default_factory=lambda: {"synthetic-rating": 2.0})
     eval_queries_per_user: int = 2
     eval_batch_size: int = 36
     base_dtype: str = "auto"  # "auto": bfloat16 where the CPU or GPU computes it natively, else float32
@@ -129,7 +130,9 @@ def train_p2p(config: DemoConfig, train: Dataset, tokenizer) -> HyperPeftModel:
     torch.manual_seed(config.seed)
     model = HyperPeftModel(load_demo_base(config), HyperLoraConfig(profile_encoder=config.profile_encoder))
     folder = Path(config.out) / "p2p"
-    args = HyperSFTConfig(**_training_args(config, folder, config.p2p_learning_rate), loss_per_row=True)
+    args = HyperSFTConfig(
+        **_training_args(config, folder, config.p2p_learning_rate), loss_per_row=True, task_weights=config.task_weights
+    )
     trainer = HyperSFTTrainer(model=model, args=args, train_dataset=sft_rows(train), processing_class=tokenizer)
     trainer.train()
     trainer.save_model(str(folder))
@@ -137,9 +140,14 @@ def train_p2p(config: DemoConfig, train: Dataset, tokenizer) -> HyperPeftModel:
 
 
 def train_mt_lora(config: DemoConfig, train: Dataset, tokenizer) -> PeftModel:
-    """The multi-task LoRA baseline of `hyperpeft eval`, with the same steps and per-row loss as P2P here."""
+    """The multi-task LoRA baseline of `hyperpeft eval`, with the same steps, batches and per-row loss as P2P here."""
     folder = Path(config.out) / "mt-lora"
-    args = SFTConfig(**_training_args(config, folder, config.mt_lora_learning_rate))
+    # HyperSFTConfig for its batching and loss fields only: the same task-balanced batches and per-row loss as P2P
+    args = HyperSFTConfig(
+        **_training_args(config, folder, config.mt_lora_learning_rate),
+        loss_per_row=True,
+        task_weights=config.task_weights,
+    )
     model = evaluation_mt_lora(load_demo_base(config), tokenizer, train, args)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))

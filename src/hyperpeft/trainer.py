@@ -54,7 +54,11 @@ class HyperSFTConfig(SFTConfig):
     Parameters that control batching:
         task_column (`str`, defaults to `"task"`): column naming each row's task.
         tasks_per_batch (`int`, defaults to 4): how many tasks every batch mixes (fewer when the data has fewer);
-            tasks are drawn with probability proportional to the square root of their size.
+            tasks are drawn with probability proportional to their weight.
+        task_weights (`dict[str, float]`, *optional*): each task's weight, used both to draw a batch's tasks and to
+            split its rows among them; tasks it does not name weigh 1, so `{"rating": 2.0}` gives rating twice the
+            rows of every other task. Without it, each task weighs the square root of its number of rows (the
+            paper's choice).
 
     <Tip>
 
@@ -73,6 +77,10 @@ class HyperSFTConfig(SFTConfig):
     )
     task_column: str = field(default="task", metadata={"help": "Column naming each row's task."})
     tasks_per_batch: int = field(default=4, metadata={"help": "Number of tasks mixed in every batch."})
+    task_weights: dict[str, float] | None = field(
+        default=None,
+        metadata={"help": "Weight of each task when batches are drawn and split (default: sqrt of its row count)."},
+    )
     loss_per_row: bool = field(
         default=False,
         metadata={
@@ -96,20 +104,24 @@ class HyperSFTConfig(SFTConfig):
             or self.tasks_per_batch < 1
         ):
             raise ValueError(f"`tasks_per_batch` should be a positive integer but is {self.tasks_per_batch!r}.")
+        check_task_weights(self.task_weights)
         super().__post_init__()
 
 
 class TaskBalancedSampler(Sampler[int]):
     """
     Yields dataset indices in consecutive groups of `batch_size`; each group mixes up to `tasks_per_batch` tasks,
-    drawn without replacement with probability proportional to the square root of each task's size, and splits its
-    rows evenly among them. Rows within a task are drawn without replacement, reshuffled when a task runs out.
+    drawn without replacement with probability proportional to their weights, and splits its rows among them in
+    proportion to the same weights (at least one row each). Rows within a task are drawn without replacement,
+    reshuffled when a task runs out.
 
     Args:
         tasks (`Sequence[str]`): the task of every row.
         batch_size (`int`): rows per group (the per-device batch size).
         tasks_per_batch (`int`): tasks mixed in each group.
         seed (`int`): the random seed; `set_epoch` varies it per epoch.
+        task_weights (`dict[str, float]`, *optional*): weights by task name, 1 for tasks it does not name. Without
+            it, each task's weight is the square root of its number of rows.
 
     Example:
 
@@ -121,7 +133,14 @@ class TaskBalancedSampler(Sampler[int]):
     ```
     """
 
-    def __init__(self, tasks: Sequence[str], batch_size: int, tasks_per_batch: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        batch_size: int,
+        tasks_per_batch: int = 4,
+        seed: int = 0,
+        task_weights: dict[str, float] | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"`batch_size` should be at least 1 but is {batch_size}.")
         self.batch_size, self.seed, self.epoch = batch_size, seed, 0
@@ -130,7 +149,14 @@ class TaskBalancedSampler(Sampler[int]):
             self.rows_by_task.setdefault(task, []).append(index)
         self.task_names = sorted(self.rows_by_task)
         self.tasks_per_batch = min(tasks_per_batch, len(self.task_names), batch_size)
-        weights = sqrt_task_weights({t: len(self.rows_by_task[t]) for t in self.task_names})
+        check_task_weights(task_weights)
+        unknown = sorted(set(task_weights or {}) - set(self.task_names))
+        if unknown:
+            raise ValueError(f"`task_weights` names {unknown}, which no row has; the tasks are {self.task_names}.")
+        if task_weights is None:
+            weights = sqrt_task_weights({t: len(rows) for t, rows in self.rows_by_task.items()})
+        else:
+            weights = {t: task_weights.get(t, 1.0) for t in self.task_names}
         self.task_weights = torch.tensor([weights[t] for t in self.task_names], dtype=torch.float64)
         self.num_rows = len(tasks)
 
@@ -153,10 +179,64 @@ class TaskBalancedSampler(Sampler[int]):
         produced = 0
         while produced < self.num_rows:
             chosen = torch.multinomial(self.task_weights, self.tasks_per_batch, replacement=False, generator=generator)
-            group = [self.task_names[i] for i in chosen.tolist()]
-            for slot in range(min(self.batch_size, self.num_rows - produced)):
-                yield next_row(group[slot % len(group)])
-                produced += 1
+            size = min(self.batch_size, self.num_rows - produced)
+            counts = _split_rows(size, self.task_weights[chosen].tolist())
+            for index, count in zip(chosen.tolist(), counts):
+                for _ in range(count):
+                    yield next_row(self.task_names[index])
+            produced += size
+
+
+def _split_rows(size: int, weights: list[float]) -> list[int]:
+    """`size` rows split in proportion to `weights`: one row each first (in draw order), the rest by largest share."""
+    counts = [1 if i < size else 0 for i in range(len(weights))]
+    rest = size - sum(counts)
+    quotas = [rest * w / sum(weights) for w in weights]
+    counts = [c + math.floor(q) for c, q in zip(counts, quotas)]
+    by_remainder = sorted(range(len(weights)), key=lambda i: math.floor(quotas[i]) - quotas[i])  # stable: draw order
+    for i in by_remainder[: size - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def check_task_weights(task_weights: dict[str, float] | None) -> None:
+    """`ValueError` unless `task_weights` is None or maps task names to positive, finite numbers."""
+    if task_weights is None:
+        return
+    if not isinstance(task_weights, dict):
+        raise ValueError(f"`task_weights` should be a dict of task name to weight but is {task_weights!r}.")
+    for task, weight in task_weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            raise ValueError(f"`task_weights[{task!r}]` should be a positive number but is {weight!r}.")
+
+
+class TaskBalancedBatchesMixin:
+    """
+    For TRL's `SFTTrainer`: when the training rows have a task column (`args.task_column`, `"task"` for configs
+    without the field), batches come from a [`TaskBalancedSampler`] with `args.tasks_per_batch` and
+    `args.task_weights` (4 and the square-root default for configs without the fields); the column is kept through
+    preparation for that.
+    """
+
+    def _task_column(self) -> str:
+        return getattr(self.args, "task_column", "task")
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self._task_column() not in self._signature_columns:
+            self._signature_columns.append(self._task_column())
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self._task_column() not in getattr(dataset, "column_names", []):
+            return super()._get_train_sampler(train_dataset)
+        return TaskBalancedSampler(
+            dataset[self._task_column()],
+            batch_size=self.args.per_device_train_batch_size,
+            tasks_per_batch=getattr(self.args, "tasks_per_batch", 4),
+            seed=self.args.seed,
+            task_weights=getattr(self.args, "task_weights", None),
+        )
 
 
 class RowMeanLossMixin:
@@ -197,11 +277,14 @@ class TrainingArgsAsJsonMixin:
             (folder / "training_args.bin").unlink(missing_ok=True)
 
 
-class RowMeanSFTTrainer(TrainingArgsAsJsonMixin, RowMeanLossMixin, SFTTrainer):
-    """TRL's `SFTTrainer` with the per-row loss: the fair baseline for a `HyperSFTTrainer` with `loss_per_row=True`."""
+class RowMeanSFTTrainer(TrainingArgsAsJsonMixin, TaskBalancedBatchesMixin, RowMeanLossMixin, SFTTrainer):
+    """
+    TRL's `SFTTrainer` with the per-row loss and task-balanced batches: the fair baseline for a `HyperSFTTrainer` with
+    `loss_per_row=True`.
+    """
 
 
-class HyperSFTTrainer(TrainingArgsAsJsonMixin, RowMeanLossMixin, SFTTrainer):
+class HyperSFTTrainer(TrainingArgsAsJsonMixin, TaskBalancedBatchesMixin, RowMeanLossMixin, SFTTrainer):
     """
     TRL's `SFTTrainer` for a [`HyperPeftModel`]: the SFT loss of the base model wearing each row's generated LoRA,
     only the hypernetwork optimised. Rows need a prompt and a completion (TRL's formats; the loss is on the
@@ -271,21 +354,9 @@ class HyperSFTTrainer(TrainingArgsAsJsonMixin, RowMeanLossMixin, SFTTrainer):
             tuner.hypernetwork.set_profile_statistics(embeddings)
 
     def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        for column in (self.args.profile_column, self.args.task_column):
-            if column not in self._signature_columns:
-                self._signature_columns.append(column)
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.task_column not in getattr(dataset, "column_names", []):
-            return super()._get_train_sampler(train_dataset)
-        return TaskBalancedSampler(
-            dataset[self.args.task_column],
-            batch_size=self.args.per_device_train_batch_size,
-            tasks_per_batch=self.args.tasks_per_batch,
-            seed=self.args.seed,
-        )
+        super()._set_signature_columns_if_needed()  # the task column, through TaskBalancedBatchesMixin
+        if self.args.profile_column not in self._signature_columns:
+            self._signature_columns.append(self.args.profile_column)
 
     def training_step(self, *args, **kwargs):
         try:

@@ -50,13 +50,17 @@ def training_arguments(output_dir: str, **overrides: Any) -> SFTConfig:
 
 
 def prompt_completion_rows(tasks: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> Dataset:
-    """TRL prompt-completion conversations with the evaluation's own prompts (and no user context)."""
+    """
+    TRL prompt-completion conversations with the evaluation's own prompts (and no user context), and each row's task
+    (for task-balanced batches).
+    """
     if not len(tasks) == len(inputs) == len(outputs):
         raise ValueError("`tasks`, `inputs` and `outputs` should have one entry per row.")
     return Dataset.from_dict(
         {
             "prompt": [chat_messages(t, x) for t, x in zip(tasks, inputs)],
             "completion": [[{"role": "assistant", "content": y}] for y in outputs],
+            "task": list(tasks),
         }
     )
 
