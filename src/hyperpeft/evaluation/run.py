@@ -209,7 +209,8 @@ def prepare_mt_lora(config: dict[str, Any], train: Dataset, tokenizer, timings: 
     from peft import PeftModel
 
     from ..embedded import load_base_model
-    from .mt_lora import train_mt_lora, training_arguments
+    from ..trainer import HyperSFTConfig
+    from .mt_lora import train_mt_lora, training_defaults
 
     spec = config["mt_lora"]
     base = load_base_model(config["base_model"])
@@ -219,7 +220,8 @@ def prepare_mt_lora(config: dict[str, Any], train: Dataset, tokenizer, timings: 
         return PeftModel.from_pretrained(base, str(folder)).eval()
     _seed(config)
     start = time.perf_counter()
-    args = training_arguments(str(folder), seed=config["seed"], **spec["training"])
+    # the P2P trainer's config class for its batching and loss fields: the same batches and per-row loss as P2P
+    args = HyperSFTConfig(**training_defaults(str(folder), seed=config["seed"], loss_per_row=True, **spec["training"]))
     model = train_mt_lora(base, tokenizer, train, args, spec.get("lora"))
     timings["mt_lora_train_s"] = time.perf_counter() - start
     model.save_pretrained(str(folder))  # safetensors; a rerun loads it instead of training again
