@@ -15,7 +15,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from hyperpeft import HyperLoraConfig, HyperPeftModel
-from hyperpeft.trainer import HyperSFTConfig, HyperSFTTrainer, TaskBalancedSampler, sqrt_task_weights
+from hyperpeft.trainer import HyperSFTConfig, HyperSFTTrainer, TaskBalancedSampler, _split_rows, sqrt_task_weights
 
 
 def toy_rows(users: int = 12, per_user: int = 4, tasks: tuple[str, ...] = ("t1", "t2"), seed: int = 0) -> Dataset:
@@ -165,9 +165,27 @@ def test_sampler_splits_each_batch_by_task_weights():
     for start in range(0, 176, 8):
         counts = collections.Counter(tasks[i] for i in order[start : start + 8])
         assert counts == {"rating": 4, "style": 2, "tagging": 2}  # weights 2 : 1 : 1, every task in every batch
-    even = TaskBalancedSampler(tasks, batch_size=8, tasks_per_batch=4, seed=0)
-    shares = collections.Counter(tasks[i] for i in list(even)[:176])
-    assert all(abs(shares[t] - 176 / 3) <= 22 for t in ("rating", "style", "tagging"))  # 3 / 3 / 2 per batch
+    four = ["a"] * 50 + ["b"] * 50 + ["c"] * 50 + ["d"] * 50
+    order = list(TaskBalancedSampler(four, batch_size=8, tasks_per_batch=4, seed=0, task_weights={"a": 2.0}))
+    for start in range(0, 200, 8):
+        counts = collections.Counter(four[i] for i in order[start : start + 8])
+        assert counts["a"] == 3 and sorted(counts.values()) == [1, 2, 2, 3]  # quotas 3.2 / 1.6 / 1.6 / 1.6
+
+
+def test_default_batches_split_evenly_whatever_the_task_sizes():
+    tasks = ["big"] * 400 + ["small"] * 25
+    order = list(TaskBalancedSampler(tasks, batch_size=8, tasks_per_batch=2, seed=0))
+    for start in range(0, 424, 8):
+        assert collections.Counter(tasks[i] for i in order[start : start + 8]) == {"big": 4, "small": 4}
+
+
+@pytest.mark.parametrize(
+    ("size", "weights", "expected"),
+    [(8, [1, 1, 1], [3, 3, 2]), (8, [2, 1, 1], [4, 2, 2]), (2, [1, 1, 1], [1, 1, 0]), (2, [1, 5, 1], [1, 1, 0]),
+     (4, [10, 1, 1], [2, 1, 1]), (0, [1, 2], [0, 0])],
+)  # fmt: skip
+def test_split_rows(size, weights, expected):
+    assert _split_rows(size, weights) == expected
 
 
 @pytest.mark.parametrize(
@@ -180,6 +198,22 @@ def test_bad_task_weights_are_named(weights, message, tmp_path):
     if message == "positive number":
         with pytest.raises(ValueError, match=message):
             make_args(tmp_path, task_weights=weights)
+
+
+def test_unknown_task_weights_fail_when_the_trainer_is_built(tmp_path):
+    with pytest.raises(ValueError, match=r"\['t3'\], which no row has; the tasks are \['t1', 't2'\]"):
+        make_trainer(tmp_path, task_weights={"t3": 2.0})
+
+
+def test_task_weights_from_a_command_line(tmp_path):
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(HyperSFTConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--task_weights", '{"t1": 2.0}', "--use_cpu", "True"]
+    )
+    assert args.task_weights == {"t1": 2.0}
+    with pytest.raises(ValueError, match="JSON object"):
+        make_args(tmp_path, task_weights="t1=2")
 
 
 def test_sampler_with_one_task_degrades_gracefully():

@@ -10,6 +10,7 @@ says what was trained (`create_model_card`), and an opt-in per-row loss (`comput
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -56,9 +57,10 @@ class HyperSFTConfig(SFTConfig):
         tasks_per_batch (`int`, defaults to 4): how many tasks every batch mixes (fewer when the data has fewer);
             tasks are drawn with probability proportional to their weight.
         task_weights (`dict[str, float]`, *optional*): each task's weight, used both to draw a batch's tasks and to
-            split its rows among them; tasks it does not name weigh 1, so `{"rating": 2.0}` gives rating twice the
-            rows of every other task. Without it, each task weighs the square root of its number of rows (the
-            paper's choice).
+            split its rows among them (at least one row each). Tasks it does not name weigh 1, whatever their size:
+            with three tasks in batches of 8, `{"rating": 2.0}` gives rating 4 rows and the others 2 each. Without
+            it, tasks are drawn with probability proportional to the square root of their number of rows (the
+            paper's choice) and share each batch evenly.
 
     <Tip>
 
@@ -77,9 +79,9 @@ class HyperSFTConfig(SFTConfig):
     )
     task_column: str = field(default="task", metadata={"help": "Column naming each row's task."})
     tasks_per_batch: int = field(default=4, metadata={"help": "Number of tasks mixed in every batch."})
-    task_weights: dict[str, float] | None = field(
+    task_weights: dict | str | None = field(
         default=None,
-        metadata={"help": "Weight of each task when batches are drawn and split (default: sqrt of its row count)."},
+        metadata={"help": "Each task's share of a batch's rows, e.g. '{\"rating\": 2.0}' (JSON on a command line)."},
     )
     loss_per_row: bool = field(
         default=False,
@@ -104,6 +106,11 @@ class HyperSFTConfig(SFTConfig):
             or self.tasks_per_batch < 1
         ):
             raise ValueError(f"`tasks_per_batch` should be a positive integer but is {self.tasks_per_batch!r}.")
+        if isinstance(self.task_weights, str):  # from a command line
+            try:
+                self.task_weights = json.loads(self.task_weights)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"`task_weights` should be a JSON object but is {self.task_weights!r}.") from error
         check_task_weights(self.task_weights)
         super().__post_init__()
 
@@ -111,17 +118,17 @@ class HyperSFTConfig(SFTConfig):
 class TaskBalancedSampler(Sampler[int]):
     """
     Yields dataset indices in consecutive groups of `batch_size`; each group mixes up to `tasks_per_batch` tasks,
-    drawn without replacement with probability proportional to their weights, and splits its rows among them in
-    proportion to the same weights (at least one row each). Rows within a task are drawn without replacement,
-    reshuffled when a task runs out.
+    drawn without replacement with probability proportional to their weights. Without `task_weights` the weights are
+    the square roots of the tasks' sizes and the group's rows are split evenly; with them, the rows are split in
+    proportion to the weights (largest remainder, at least one row per drawn task). Rows within a task are drawn
+    without replacement, reshuffled when a task runs out.
 
     Args:
         tasks (`Sequence[str]`): the task of every row.
         batch_size (`int`): rows per group (the per-device batch size).
         tasks_per_batch (`int`): tasks mixed in each group.
         seed (`int`): the random seed; `set_epoch` varies it per epoch.
-        task_weights (`dict[str, float]`, *optional*): weights by task name, 1 for tasks it does not name. Without
-            it, each task's weight is the square root of its number of rows.
+        task_weights (`dict[str, float]`, *optional*): weights by task name, 1 for tasks it does not name.
 
     Example:
 
@@ -158,6 +165,7 @@ class TaskBalancedSampler(Sampler[int]):
         else:
             weights = {t: task_weights.get(t, 1.0) for t in self.task_names}
         self.task_weights = torch.tensor([weights[t] for t in self.task_names], dtype=torch.float64)
+        self.split_by_weight = task_weights is not None
         self.num_rows = len(tasks)
 
     def set_epoch(self, epoch: int) -> None:
@@ -180,7 +188,8 @@ class TaskBalancedSampler(Sampler[int]):
         while produced < self.num_rows:
             chosen = torch.multinomial(self.task_weights, self.tasks_per_batch, replacement=False, generator=generator)
             size = min(self.batch_size, self.num_rows - produced)
-            counts = _split_rows(size, self.task_weights[chosen].tolist())
+            weights = self.task_weights[chosen].tolist() if self.split_by_weight else [1.0] * len(chosen)
+            counts = _split_rows(size, weights)
             for index, count in zip(chosen.tolist(), counts):
                 for _ in range(count):
                     yield next_row(self.task_names[index])
@@ -188,14 +197,18 @@ class TaskBalancedSampler(Sampler[int]):
 
 
 def _split_rows(size: int, weights: list[float]) -> list[int]:
-    """`size` rows split in proportion to `weights`: one row each first (in draw order), the rest by largest share."""
-    counts = [1 if i < size else 0 for i in range(len(weights))]
-    rest = size - sum(counts)
-    quotas = [rest * w / sum(weights) for w in weights]
-    counts = [c + math.floor(q) for c, q in zip(counts, quotas)]
-    by_remainder = sorted(range(len(weights)), key=lambda i: math.floor(quotas[i]) - quotas[i])  # stable: draw order
-    for i in by_remainder[: size - sum(counts)]:
+    """
+    `size` rows split in proportion to `weights` by largest remainder (ties in draw order), then topped up so that
+    every task gets a row when there are enough rows (taken from the largest count).
+    """
+    quotas = [size * w / sum(weights) for w in weights]
+    counts = [math.floor(q) for q in quotas]
+    for i in sorted(range(len(weights)), key=lambda i: counts[i] - quotas[i])[: size - sum(counts)]:
         counts[i] += 1
+    for i in range(min(size, len(weights))):
+        if counts[i] == 0:
+            counts[max(range(len(counts)), key=counts.__getitem__)] -= 1
+            counts[i] = 1
     return counts
 
 
@@ -218,6 +231,17 @@ class TaskBalancedBatchesMixin:
     preparation for that.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        weights = getattr(self.args, "task_weights", None) or {}
+        dataset = self.train_dataset
+        # unknown names fail here, before any training, not when the sampler is built
+        if weights and self._task_column() in (getattr(dataset, "column_names", None) or []):
+            present = set(dataset.unique(self._task_column()))
+            unknown = sorted(set(weights) - present)
+            if unknown:
+                raise ValueError(f"`task_weights` names {unknown}, which no row has; the tasks are {sorted(present)}.")
+
     def _task_column(self) -> str:
         return getattr(self.args, "task_column", "task")
 
@@ -228,7 +252,7 @@ class TaskBalancedBatchesMixin:
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self._task_column() not in getattr(dataset, "column_names", []):
+        if self._task_column() not in (getattr(dataset, "column_names", None) or []):
             return super()._get_train_sampler(train_dataset)
         return TaskBalancedSampler(
             dataset[self._task_column()],

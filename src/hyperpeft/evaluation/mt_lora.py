@@ -99,7 +99,9 @@ def train_mt_lora(
         model: the base causal LM (wrapped in place).
         tokenizer: its tokenizer (with a chat template).
         train (`datasets.Dataset`): training rows of the common schema.
-        args (`trl.SFTConfig`): e.g. from [`training_arguments`].
+        args (`trl.SFTConfig`): e.g. from [`training_arguments`]. A [`HyperSFTConfig`] also works and adds its
+            `tasks_per_batch` and `task_weights`; pass it `loss_per_row=True` (its default is False) to keep the
+            per-row loss that a plain `SFTConfig` gets here.
         lora (`dict`, *optional*): `peft.LoraConfig` fields over `DEFAULT_LORA`.
 
     Returns:

@@ -193,7 +193,7 @@ def prepare_p2p(config: dict[str, Any], train: Dataset, tokenizer) -> tuple[Any,
     model = HyperPeftModel(
         load_base_model(config["base_model"]), HyperLoraConfig(profile_encoder=spec["profile_encoder"])
     )
-    fields = training_defaults(str(folder), seed=config["seed"], loss_per_row=True, **spec["training"])
+    fields = training_defaults(str(folder), **{"seed": config["seed"], "loss_per_row": True, **spec["training"]})
     args = HyperSFTConfig(**fields)
     logger.warning("P2P: training the hypernetwork (%s steps) ...", args.max_steps)
     start = time.perf_counter()
@@ -221,7 +221,8 @@ def prepare_mt_lora(config: dict[str, Any], train: Dataset, tokenizer, timings: 
     _seed(config)
     start = time.perf_counter()
     # the P2P trainer's config class for its batching and loss fields: the same batches and per-row loss as P2P
-    args = HyperSFTConfig(**training_defaults(str(folder), seed=config["seed"], loss_per_row=True, **spec["training"]))
+    fields = training_defaults(str(folder), **{"seed": config["seed"], "loss_per_row": True, **spec["training"]})
+    args = HyperSFTConfig(**fields)
     model = train_mt_lora(base, tokenizer, train, args, spec.get("lora"))
     timings["mt_lora_train_s"] = time.perf_counter() - start
     model.save_pretrained(str(folder))  # safetensors; a rerun loads it instead of training again
