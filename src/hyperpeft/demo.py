@@ -112,9 +112,13 @@ def build_data(config: DemoConfig) -> dict[str, Dataset]:
     return add_profiles(splits, {"k": config.k}, config.out)
 
 
-def _training_args(config: DemoConfig, folder: Path, learning_rate: float) -> dict:
+def _training_args(config: DemoConfig, folder: Path, learning_rate: float) -> HyperSFTConfig:
+    """
+    Both methods' settings. MT-LoRA takes a `HyperSFTConfig` too, for its batching and loss fields only: the same
+    task-balanced batches and per-row loss as P2P.
+    """
     # short rows fit in memory: no gradient checkpointing (recomputation would cost a third more time)
-    return training_defaults(
+    fields = training_defaults(
         str(folder),
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_size,
@@ -124,15 +128,14 @@ def _training_args(config: DemoConfig, folder: Path, learning_rate: float) -> di
         seed=config.seed,
         max_length=192,
     )
+    return HyperSFTConfig(**fields, loss_per_row=True, task_weights=config.task_weights)
 
 
 def train_p2p(config: DemoConfig, train: Dataset, tokenizer) -> HyperPeftModel:
     torch.manual_seed(config.seed)
     model = HyperPeftModel(load_demo_base(config), HyperLoraConfig(profile_encoder=config.profile_encoder))
     folder = Path(config.out) / "p2p"
-    args = HyperSFTConfig(
-        **_training_args(config, folder, config.p2p_learning_rate), loss_per_row=True, task_weights=config.task_weights
-    )
+    args = _training_args(config, folder, config.p2p_learning_rate)
     trainer = HyperSFTTrainer(model=model, args=args, train_dataset=sft_rows(train), processing_class=tokenizer)
     trainer.train()
     trainer.save_model(str(folder))
@@ -142,12 +145,7 @@ def train_p2p(config: DemoConfig, train: Dataset, tokenizer) -> HyperPeftModel:
 def train_mt_lora(config: DemoConfig, train: Dataset, tokenizer) -> PeftModel:
     """The multi-task LoRA baseline of `hyperpeft eval`, with the same steps, batches and per-row loss as P2P here."""
     folder = Path(config.out) / "mt-lora"
-    # HyperSFTConfig for its batching and loss fields only: the same task-balanced batches and per-row loss as P2P
-    args = HyperSFTConfig(
-        **_training_args(config, folder, config.mt_lora_learning_rate),
-        loss_per_row=True,
-        task_weights=config.task_weights,
-    )
+    args = _training_args(config, folder, config.mt_lora_learning_rate)
     model = evaluation_mt_lora(load_demo_base(config), tokenizer, train, args)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))

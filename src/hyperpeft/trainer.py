@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,10 +156,7 @@ class TaskBalancedSampler(Sampler[int]):
             self.rows_by_task.setdefault(task, []).append(index)
         self.task_names = sorted(self.rows_by_task)
         self.tasks_per_batch = min(tasks_per_batch, len(self.task_names), batch_size)
-        check_task_weights(task_weights)
-        unknown = sorted(set(task_weights or {}) - set(self.task_names))
-        if unknown:
-            raise ValueError(f"`task_weights` names {unknown}, which no row has; the tasks are {self.task_names}.")
+        check_task_weights(task_weights, self.task_names)
         if task_weights is None:
             weights = sqrt_task_weights({t: len(rows) for t, rows in self.rows_by_task.items()})
         else:
@@ -212,8 +209,11 @@ def _split_rows(size: int, weights: list[float]) -> list[int]:
     return counts
 
 
-def check_task_weights(task_weights: dict[str, float] | None) -> None:
-    """`ValueError` unless `task_weights` is None or maps task names to positive, finite numbers."""
+def check_task_weights(task_weights: dict[str, float] | None, tasks: Iterable[str] | None = None) -> None:
+    """
+    `ValueError` unless `task_weights` is None or maps task names to positive, finite numbers, and, when the data's
+    `tasks` are given, names only those.
+    """
     if task_weights is None:
         return
     if not isinstance(task_weights, dict):
@@ -221,6 +221,11 @@ def check_task_weights(task_weights: dict[str, float] | None) -> None:
     for task, weight in task_weights.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
             raise ValueError(f"`task_weights[{task!r}]` should be a positive number but is {weight!r}.")
+    if tasks is not None:
+        present = sorted(set(tasks))
+        unknown = sorted(set(task_weights) - set(present))
+        if unknown:
+            raise ValueError(f"`task_weights` names {unknown}, which no row has; the tasks are {present}.")
 
 
 class TaskBalancedBatchesMixin:
@@ -233,17 +238,15 @@ class TaskBalancedBatchesMixin:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        weights = getattr(self.args, "task_weights", None) or {}
-        dataset = self.train_dataset
-        # unknown names fail here, before any training, not when the sampler is built
-        if weights and self._task_column() in (getattr(dataset, "column_names", None) or []):
-            present = set(dataset.unique(self._task_column()))
-            unknown = sorted(set(weights) - present)
-            if unknown:
-                raise ValueError(f"`task_weights` names {unknown}, which no row has; the tasks are {sorted(present)}.")
+        weights = getattr(self.args, "task_weights", None)
+        if weights and self._has_task_column(self.train_dataset):  # unknown names fail now, not at `train()`
+            check_task_weights(weights, self.train_dataset.unique(self._task_column()))
 
     def _task_column(self) -> str:
         return getattr(self.args, "task_column", "task")
+
+    def _has_task_column(self, dataset) -> bool:
+        return self._task_column() in (getattr(dataset, "column_names", None) or [])
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -252,7 +255,7 @@ class TaskBalancedBatchesMixin:
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self._task_column() not in (getattr(dataset, "column_names", None) or []):
+        if not self._has_task_column(dataset):
             return super()._get_train_sampler(train_dataset)
         return TaskBalancedSampler(
             dataset[self._task_column()],

@@ -174,14 +174,26 @@ def _seed(config: dict[str, Any]) -> None:
     torch.manual_seed(config["seed"])
 
 
+def _trainer_args(config: dict[str, Any], folder: Path, spec: dict[str, Any]):
+    """
+    P2P's and MT-LoRA's training settings: `spec["training"]` over the CPU-friendly defaults, per-row loss unless it
+    says otherwise. MT-LoRA takes a `HyperSFTConfig` too, for its batching and loss fields: the same batches as P2P.
+    """
+    from ..trainer import HyperSFTConfig
+    from .mt_lora import training_defaults
+
+    return HyperSFTConfig(
+        **training_defaults(str(folder), **{"seed": config["seed"], "loss_per_row": True, **spec["training"]})
+    )
+
+
 def prepare_p2p(config: dict[str, Any], train: Dataset, tokenizer) -> tuple[Any, dict[str, Any]]:
     """A P2P model from `p2p.checkpoint` when that folder exists, else trained here on `train` and saved there."""
     from ..config import HyperLoraConfig
     from ..embedded import load_base_model
     from ..model import HyperPeftModel
     from ..pipeline import sft_rows
-    from ..trainer import HyperSFTConfig, HyperSFTTrainer
-    from .mt_lora import training_defaults
+    from ..trainer import HyperSFTTrainer
 
     spec = config["p2p"]
     folder = Path(spec.get("checkpoint") or Path(config["workdir"]) / "p2p")
@@ -193,8 +205,7 @@ def prepare_p2p(config: dict[str, Any], train: Dataset, tokenizer) -> tuple[Any,
     model = HyperPeftModel(
         load_base_model(config["base_model"]), HyperLoraConfig(profile_encoder=spec["profile_encoder"])
     )
-    fields = training_defaults(str(folder), **{"seed": config["seed"], "loss_per_row": True, **spec["training"]})
-    args = HyperSFTConfig(**fields)
+    args = _trainer_args(config, folder, spec)
     logger.warning("P2P: training the hypernetwork (%s steps) ...", args.max_steps)
     start = time.perf_counter()
     trainer = HyperSFTTrainer(model=model, args=args, train_dataset=sft_rows(train), processing_class=tokenizer)
@@ -209,8 +220,7 @@ def prepare_mt_lora(config: dict[str, Any], train: Dataset, tokenizer, timings: 
     from peft import PeftModel
 
     from ..embedded import load_base_model
-    from ..trainer import HyperSFTConfig
-    from .mt_lora import train_mt_lora, training_defaults
+    from .mt_lora import train_mt_lora
 
     spec = config["mt_lora"]
     base = load_base_model(config["base_model"])
@@ -220,9 +230,7 @@ def prepare_mt_lora(config: dict[str, Any], train: Dataset, tokenizer, timings: 
         return PeftModel.from_pretrained(base, str(folder)).eval()
     _seed(config)
     start = time.perf_counter()
-    # the P2P trainer's config class for its batching and loss fields: the same batches and per-row loss as P2P
-    fields = training_defaults(str(folder), **{"seed": config["seed"], "loss_per_row": True, **spec["training"]})
-    args = HyperSFTConfig(**fields)
+    args = _trainer_args(config, folder, spec)
     model = train_mt_lora(base, tokenizer, train, args, spec.get("lora"))
     timings["mt_lora_train_s"] = time.perf_counter() - start
     model.save_pretrained(str(folder))  # safetensors; a rerun loads it instead of training again
