@@ -75,7 +75,7 @@ def test_train_command_writes_a_checkpoint(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     saved = json.loads((tmp_path / "run" / "adapter_config.json").read_text())
-    assert saved["peft_type"] == "HYPER_LORA" and saved["base_model_name_or_path"] == "smollm2-135m-instruct"
+    assert saved["peft_type"] == "HYPER_LORA" and saved["base_model_name_or_path"].endswith("smollm2-135m-instruct")
 
 
 @pytest.mark.integration

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
@@ -21,6 +23,38 @@ from safetensors.torch import load_file, save
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 MODEL_CARD_NAME = "README.md"
+
+
+FILE_MODE = 0o644
+FOLDER_MODE = 0o755
+
+
+def write_new_folder(directory: str | os.PathLike, files: dict[str, bytes]) -> Path:
+    """Write `files` into the folder `directory`, which appears complete in one rename or not at all.
+
+    The files are written and flushed in a hidden sibling folder that is then renamed to `directory`. When `directory`
+    exists already (for content-addressed folders: another writer got there first with the same content) it is left
+    as it is and the staged copy is dropped.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        for name, content in files.items():
+            with open(staging / name, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(staging / name, FILE_MODE)
+        os.chmod(staging, FOLDER_MODE)
+        try:
+            os.rename(staging, directory)
+        except OSError:
+            if not directory.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
 
 
 def write_files_atomically(directory: str | os.PathLike, files: dict[str, bytes]) -> Path:
@@ -36,6 +70,7 @@ def write_files_atomically(directory: str | os.PathLike, files: dict[str, bytes]
         for name, content in files.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
             staged.append((name, Path(tmp)))
+            os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; a server running as another user must read them
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content)
                 handle.flush()
@@ -46,6 +81,19 @@ def write_files_atomically(directory: str | os.PathLike, files: dict[str, bytes]
         for _, tmp in staged:
             tmp.unlink(missing_ok=True)
     return directory
+
+
+def lora_folder_files(lora_config: Any, tensors: dict[str, torch.Tensor]) -> dict[str, bytes]:
+    """The two files of a PEFT LoRA folder: `adapter_config.json` from a `peft.LoraConfig`, and the weights."""
+    return {
+        CONFIG_NAME: serialize_json(lora_config.to_dict()),
+        WEIGHTS_NAME: serialize_tensors(tensors, metadata={"format": "pt"}),
+    }
+
+
+def write_lora_folder(directory: str | os.PathLike, lora_config: Any, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write a PEFT LoRA folder (`adapter_config.json` + `adapter_model.safetensors`) atomically."""
+    return write_files_atomically(directory, lora_folder_files(lora_config, tensors))
 
 
 def serialize_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:

@@ -127,6 +127,7 @@ DELEGATED_COMMANDS = {
     "eval": ("hyperpeft.evaluation.run", "compare personalization methods from a YAML config; writes reports"),
     "serve": ("hyperpeft.serving.server", "an HTTP server that batches requests from many users"),
     "export": ("hyperpeft.serving.export", "write one PEFT LoRA folder per user in a JSONL file of profiles"),
+    "vllm": ("hyperpeft.integrations.vllm_launch", "start vLLM with hyperpeft's resolver (model=<user_id>)"),
 }
 
 
@@ -142,9 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     train_parser = commands.add_parser("train", help="train a hypernetwork from a YAML config")
     train_parser.add_argument("--config", required=True, help="YAML file; see examples/configs/")
     train_parser.add_argument("overrides", nargs="*", help="section.key=value entries that override the file")
+    save_base = commands.add_parser("save-base", help="write a base model (the embedded one) as a transformers folder")
+    save_base.add_argument("name", nargs="?", default="smollm2-135m-instruct", help="base model name or path")
+    save_base.add_argument("--out", required=True, help="the new folder (serve it with vLLM, load it anywhere)")
     for name, (_, help_text) in DELEGATED_COMMANDS.items():
         commands.add_parser(name, help=f"{help_text} (see `hyperpeft {name} --help`)")
     args = parser.parse_args(argv)
+    if args.command == "save-base":
+        from .embedded import save_base_model
+
+        try:
+            print(f"wrote {save_base_model(args.name, args.out)}")
+        except ValueError as error:
+            parser.error(str(error))
+        return 0
     try:
         config = read_config(args.config, args.overrides)
     except ValueError as error:

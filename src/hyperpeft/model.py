@@ -15,7 +15,7 @@ from peft import LoraConfig, PeftModelForCausalLM
 from peft.utils import TaskType
 from transformers.utils import logging
 
-from . import __version__
+from ._version import __version__
 from .checkpoint import (
     CONFIG_NAME,
     MODEL_CARD_NAME,
@@ -26,6 +26,7 @@ from .checkpoint import (
     serialize_json,
     serialize_tensors,
     write_files_atomically,
+    write_lora_folder,
 )
 from .config import HyperLoraConfig
 from .embedded import load_base_model
@@ -356,17 +357,6 @@ class HyperPeftModel(PeftModelForCausalLM):
                     f"Could not reach the Hub to push {repo_id!r} ({error}); check the network, or save locally "
                     "with `save_pretrained(folder)`."
                 ) from error
-
-
-def write_lora_folder(
-    save_directory: str | os.PathLike, lora_config: LoraConfig, tensors: dict[str, torch.Tensor]
-) -> Path:
-    """Write a PEFT LoRA folder (`adapter_config.json` + `adapter_model.safetensors`) atomically."""
-    files = {
-        CONFIG_NAME: serialize_json(lora_config.to_dict()),
-        WEIGHTS_NAME: serialize_tensors(tensors, metadata={"format": "pt"}),
-    }
-    return write_files_atomically(save_directory, files)
 
 
 def _config_from_dict(data: dict, folder: Path) -> HyperLoraConfig:

@@ -129,7 +129,9 @@ class HyperLoraModel(BaseTuner):
             num_layers=len(dense),
         )
         device = next(model.parameters()).device
-        self.hypernetwork = HyperNetwork(config, layout).to(device)
+        # A base on the meta device (its architecture without weights) still gets a real hypernetwork: generating and
+        # exporting adapters needs only the layout, not the base weights.
+        self.hypernetwork = HyperNetwork(config, layout).to("cpu" if device.type == "meta" else device)
         self.hypernetwork.requires_grad_(not config.inference_mode)
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = getattr(model, "name_or_path", None) or None

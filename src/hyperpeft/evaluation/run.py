@@ -319,7 +319,7 @@ def activity_buckets(rows: Dataset, n_buckets: int) -> tuple[list[int], list[str
 
 def evaluate(config: dict[str, Any], command: str | None = None) -> dict[str, Any]:
     """Run the whole comparison; returns the report (also written to `out`, with `command` as the way to rerun it)."""
-    from .. import __version__
+    from .._version import __version__
     from ..embedded import load_base_model, load_tokenizer
     from .mt_lora import training_arguments
     from .oppu import run_oppu

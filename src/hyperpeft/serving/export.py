@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
-from ..checkpoint import serialize_json, write_files_atomically
+from .._version import __version__
+from ..checkpoint import serialize_json, write_files_atomically, write_lora_folder
 from .adapter_cache import profile_key
 from .users import read_user_profiles
 
@@ -66,8 +66,6 @@ def export_adapters(
     lora_config = model.peft_lora_config(base_model_name_or_path)
     ids = list(users)
     entries: dict[str, dict[str, str]] = {}
-    from ..model import write_lora_folder
-
     model.eval()
     with tqdm(total=len(ids), desc="exporting adapters", unit="user") as progress:
         for start in range(0, len(ids), batch_size):
