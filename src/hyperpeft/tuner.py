@@ -270,25 +270,46 @@ class HyperLoraModel(BaseTuner):
                 self._generated.weights = None
                 yield
                 return
-            if self._any_merged():
-                raise ValueError("A profile is merged into the base weights; call `unmerge_adapter()` first.")
             weights = self.generate_lora(profile, batch_size)
-            dtype = self._wrapped[0][1].base_layer.weight.dtype
-            if not torch.is_grad_enabled() and dtype in _COMPUTE_DTYPES:
-                # cast once here rather than in every layer at every decoding step (quantized weights: left alone)
-                weights = {m: (a.to(dtype), b.to(dtype)) for m, (a, b) in weights.items()}
             if expand > 1 and next(iter(weights.values()))[0].shape[0] > 1:
                 # beam search / several return sequences repeat each row: repeat its weights alike
                 weights = {
                     m: (a.repeat_interleave(expand, 0), b.repeat_interleave(expand, 0))
                     for m, (a, b) in weights.items()
                 }
+            with self.use_lora(weights):
+                yield
+
+    @contextmanager
+    def use_lora(self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+        """
+        Keep already generated LoRA weights (from `generate_lora`, one row per batch row or one for all) in place while
+        the block runs, e.g. across the decoding steps of one batch. Serialized with `use_profile` by the same lock.
+        """
+        with self._lock:
+            if self._any_merged():
+                raise ValueError("A profile is merged into the base weights; call `unmerge_adapter()` first.")
+            dtype = self._wrapped[0][1].base_layer.weight.dtype
+            if not torch.is_grad_enabled() and dtype in _COMPUTE_DTYPES:
+                # cast once here rather than in every layer at every decoding step (quantized weights: left alone)
+                weights = {m: (a.to(dtype), b.to(dtype)) for m, (a, b) in weights.items()}
             self._generated.weights = weights
             try:
                 yield
             finally:
                 if not (self.training and torch.is_grad_enabled()):
                     self._generated.weights = None
+
+    def zero_lora(self, rows: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """All-zero LoRA weights for `rows` rows, shaped as `generate_lora`'s: rows that answer as the base model."""
+        r, device = self.hypernetwork.r, self.hypernetwork.profile_mean.device
+        return {
+            m: (
+                torch.zeros(rows, len(self.hypernetwork.layout.depths[m]), r, fan_in, device=device),
+                torch.zeros(rows, len(self.hypernetwork.layout.depths[m]), fan_out, r, device=device),
+            )
+            for m, (fan_in, fan_out) in self.hypernetwork.layout.shapes.items()
+        }
 
     def release_profile(self) -> None:
         """Drop generated weights kept for backward (call after the optimizer step in custom training loops)."""
