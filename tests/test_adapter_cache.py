@@ -9,7 +9,7 @@ import torch
 from conftest import PROFILE_DIM, make_base, perturb
 
 from hyperpeft import HyperLoraConfig, HyperPeftModel, ProfileEncoder
-from hyperpeft.serving import AdapterCache
+from hyperpeft.adapter_cache import AdapterCache
 
 
 class FakeSentenceModel:

@@ -165,7 +165,7 @@ def test_from_pretrained_without_a_base_rebuilds_it_from_the_config(tmp_path, mo
         requested.append(name)
         return make_base()
 
-    monkeypatch.setattr("hyperpeft.model.load_base_model", fake_loader)
+    monkeypatch.setattr("hyperpeft.peft_model.load_base_model", fake_loader)
     ids = torch.randint(3, 96, (1, 5))
     loaded = HyperPeftModel.from_pretrained(str(tmp_path))
     assert requested == ["tiny-test-base"]
@@ -217,8 +217,8 @@ def test_push_to_hub_uploads_the_saved_files(tmp_path, monkeypatch):
             uploaded["weights"] = load_file(Path(folder_path) / WEIGHTS_NAME)
             return "commit"
 
-    monkeypatch.setattr("hyperpeft.model.HfApi", FakeApi)
-    monkeypatch.setattr("hyperpeft.model.hub_constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("hyperpeft.peft_model.HfApi", FakeApi)
+    monkeypatch.setattr("hyperpeft.peft_model.hub_constants.HF_HUB_OFFLINE", False)
     model = trained_model()
     assert model.push_to_hub("org/name") == "commit"
     assert uploaded["repo"] == "org/name"
@@ -228,6 +228,6 @@ def test_push_to_hub_uploads_the_saved_files(tmp_path, monkeypatch):
 
 
 def test_push_to_hub_offline_fails_early(monkeypatch):
-    monkeypatch.setattr("hyperpeft.model.hub_constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("hyperpeft.peft_model.hub_constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
         trained_model().push_to_hub("org/name")

@@ -11,8 +11,8 @@ from peft import PeftModel
 from test_adapter_cache import FakeSentenceModel
 
 from hyperpeft import HyperLoraConfig, HyperPeftModel, ProfileEncoder
+from hyperpeft.adapter_cache import profile_key
 from hyperpeft.cli import main as cli_main
-from hyperpeft.serving.adapter_cache import profile_key
 from hyperpeft.serving.export import export_adapters
 from hyperpeft.serving.users import read_user_profiles
 

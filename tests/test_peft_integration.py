@@ -20,7 +20,7 @@ def test_peft_type_is_registered():
 
     assert PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.HYPER_LORA] is HyperLoraConfig
     assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.HYPER_LORA] is HyperLoraModel
-    registry.register_with_peft(HyperLoraConfig, HyperLoraModel)  # idempotent
+    registry.register_with_peft(HyperLoraConfig, HyperLoraModel, HyperPeftModel)  # idempotent
 
 
 def test_bridge_failure_names_the_peft_version(monkeypatch):
@@ -34,7 +34,7 @@ def test_bridge_failure_names_the_peft_version(monkeypatch):
     import peft
 
     with pytest.raises(RuntimeError, match=f"peft {peft.__version__}.*internals moved"):
-        registry.register_with_peft(HyperLoraConfig, HyperLoraModel)
+        registry.register_with_peft(HyperLoraConfig, HyperLoraModel, HyperPeftModel)
 
 
 def test_get_peft_model_builds_the_hypernetwork():
@@ -100,3 +100,61 @@ def test_export_refuses_several_profiles(tmp_path):
     model = HyperPeftModel(make_base(), HyperLoraConfig(r=4, profile_dim=PROFILE_DIM))
     with pytest.raises(ValueError, match="one user's profile"):
         model.export_lora(profiles(2), tmp_path)
+
+
+def test_peft_entry_points_give_the_full_hyperpeft_model(tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    make_base().save_pretrained(tmp_path / "base")
+    config = HyperLoraConfig(r=4, profile_dim=PROFILE_DIM, base_model_name_or_path=str(tmp_path / "base"))
+    model = HyperPeftModel(make_base(), config).eval()
+    perturb(model)
+    model.save_pretrained(tmp_path / "ckpt")
+    ids = torch.randint(3, 96, (2, 5))
+    users = profiles(2)
+    expected = model(input_ids=ids, profile_embeddings=users).logits
+    built = get_peft_model(make_base(), HyperLoraConfig(r=4, profile_dim=PROFILE_DIM))
+    loaded = PeftModel.from_pretrained(make_base(), tmp_path / "ckpt")
+    auto = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    for peft_model in (built, loaded, auto):
+        assert type(peft_model) is HyperPeftModel  # export_lora, save_pretrained, HyperSFTTrainer all work on it
+    for peft_model in (loaded, auto):
+        assert not peft_model.training and not any(p.requires_grad for p in peft_model.parameters())
+        assert torch.equal(peft_model(input_ids=ids, profile_embeddings=users).logits, expected)
+    assert type(PeftModel.from_pretrained(make_base(), tmp_path / "ckpt", is_trainable=True)) is HyperPeftModel
+    # an exported adapter is a plain PEFT LoRA for the same base, which PEFT's auto class loads too
+    auto.export_lora(users[0], tmp_path / "user")
+    plain = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "user")
+    assert type(plain).__name__ == "PeftModelForCausalLM" and not isinstance(plain, HyperPeftModel)
+    torch.testing.assert_close(plain(input_ids=ids[:1]).logits, expected[:1], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="one hypernetwork per model"):
+        loaded.load_adapter(tmp_path / "ckpt", adapter_name="second")
+
+
+@pytest.mark.parametrize("order", ["hyperpeft first", "peft first", "submodule first"])
+def test_hyperpeft_registers_with_peft_whichever_is_imported_first(order):
+    import subprocess
+    import sys
+
+    imports = {
+        "hyperpeft first": "import hyperpeft; import peft",
+        "peft first": "import peft; import hyperpeft",
+        "submodule first": "from hyperpeft.config import HyperLoraConfig; import peft; HyperLoraConfig()",
+    }[order]
+    code = (
+        f"{imports}\nfrom peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING\n"
+        "print(PEFT_TYPE_TO_CONFIG_MAPPING['HYPER_LORA'].__name__, PEFT_TYPE_TO_TUNER_MAPPING['HYPER_LORA'].__name__)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["HyperLoraConfig", "HyperLoraModel"]
+
+
+def test_importing_hyperpeft_and_its_command_loads_no_framework():
+    import subprocess
+    import sys
+
+    code = "import sys, hyperpeft, hyperpeft.cli; print(sorted({'torch', 'peft', 'transformers'} & set(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"  # so `hyperpeft --help` answers at once

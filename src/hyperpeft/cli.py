@@ -94,7 +94,7 @@ def train(config: dict[str, Any]) -> str:
     """Train a hypernetwork as the config says; returns the output folder (a HyperPeftModel checkpoint)."""
     from .config import HyperLoraConfig
     from .embedded import EMBEDDED_BASE_MODEL, load_base_model, load_tokenizer
-    from .model import HyperPeftModel
+    from .peft_model import HyperPeftModel
     from .pipeline import add_profiles, load_source, sft_rows
     from .trainer import HyperSFTConfig, HyperSFTTrainer
 

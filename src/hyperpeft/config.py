@@ -7,14 +7,10 @@ from dataclasses import dataclass, field
 from peft import PeftConfig
 from peft.utils import TaskType
 
+from ._validation import check_int
 from .registry import HYPER_LORA
 
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj")
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` should be a positive integer but the value passed is {value!r}.")
 
 
 @dataclass
@@ -74,13 +70,22 @@ class HyperLoraConfig(PeftConfig):
     num_hidden_layers: int = field(default=2, metadata={"help": "Number of linear layers in the MLP trunk."})
 
     def __post_init__(self):
+        import hyperpeft  # the package facade: finishes registering hyperpeft with PEFT if that had to wait
+
+        hyperpeft._complete_pending_registration()
         if self.task_type is None:
             self.task_type = TaskType.CAUSAL_LM
         super().__post_init__()
         self.peft_type = HYPER_LORA
-        for name in ("r", "profile_dim", "module_embedding_dim", "depth_embedding_dim", "hidden_dim"):
-            _check_positive_int(name, getattr(self, name))
-        _check_positive_int("num_hidden_layers", self.num_hidden_layers)
+        for name in (
+            "r",
+            "profile_dim",
+            "module_embedding_dim",
+            "depth_embedding_dim",
+            "hidden_dim",
+            "num_hidden_layers",
+        ):
+            check_int(name, getattr(self, name))
         if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)) or self.lora_alpha <= 0:
             raise ValueError(f"`lora_alpha` should be a positive number but the value passed is {self.lora_alpha!r}.")
         if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:

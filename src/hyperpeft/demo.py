@@ -37,7 +37,7 @@ from .evaluation.generation import generate_answers
 from .evaluation.metrics import HEADLINE, score_task
 from .evaluation.mt_lora import train_mt_lora as evaluation_mt_lora
 from .evaluation.mt_lora import training_defaults
-from .model import HyperPeftModel
+from .peft_model import HyperPeftModel
 from .pipeline import add_profiles, load_source, sft_rows
 from .trainer import HyperSFTConfig, HyperSFTTrainer
 

@@ -51,18 +51,46 @@ def _add_peft_type_member() -> PeftType:
 HYPER_LORA: PeftType = _add_peft_type_member()
 
 
-def register_with_peft(config_cls: type, tuner_cls: type) -> None:
-    """Register hyperpeft's config and tuner classes in PEFT's mappings (idempotent)."""
+def register_with_peft(config_cls: type, tuner_cls: type, model_cls: type) -> None:
+    """
+    Register hyperpeft in PEFT (idempotent): the config and tuner classes in PEFT's method mappings, and the causal-LM
+    wrapper so that `get_peft_model`, `PeftModel.from_pretrained` and `AutoPeftModelForCausalLM.from_pretrained` give
+    a `model_cls` (`HyperPeftModel`) for a hyperpeft config, and PEFT's own `PeftModelForCausalLM` for any other.
+    """
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 
     if (
-        PEFT_TYPE_TO_CONFIG_MAPPING.get(HYPER_LORA) is config_cls
-        and PEFT_TYPE_TO_TUNER_MAPPING.get(HYPER_LORA) is tuner_cls
+        PEFT_TYPE_TO_CONFIG_MAPPING.get(HYPER_LORA) is not config_cls
+        or PEFT_TYPE_TO_TUNER_MAPPING.get(HYPER_LORA) is not tuner_cls
     ):
-        return
-    try:
-        from peft.utils import register_peft_method
+        try:
+            from peft.utils import register_peft_method
 
-        register_peft_method(name=PEFT_METHOD_NAME, config_cls=config_cls, model_cls=tuner_cls, prefix=PREFIX)
+            register_peft_method(name=PEFT_METHOD_NAME, config_cls=config_cls, model_cls=tuner_cls, prefix=PREFIX)
+        except Exception as error:
+            raise _bridge_error("register the hyper_lora method", error) from error
+    try:
+        from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
+
+        current = MODEL_TYPE_TO_PEFT_MODEL_MAPPING["CAUSAL_LM"]
+        if not getattr(current, "_hyperpeft_dispatch", False):
+            MODEL_TYPE_TO_PEFT_MODEL_MAPPING["CAUSAL_LM"] = _causal_lm_dispatch(current, config_cls, model_cls)
     except Exception as error:
-        raise _bridge_error("register the hyper_lora method", error) from error
+        raise _bridge_error("route hyperpeft configs to HyperPeftModel", error) from error
+
+
+def _causal_lm_dispatch(peft_class: type, config_cls: type, model_cls: type) -> type:
+    """PEFT's causal-LM wrapper class, except that constructing it with a hyperpeft config gives a `model_cls`."""
+
+    class PeftModelForCausalLM(peft_class):  # PEFT's AutoPeftModel checks the class name
+        _hyperpeft_dispatch = True
+
+        def __new__(cls, model, peft_config, *args, **kwargs):
+            # An object that is not an instance of `cls` is returned as it is: Python calls no `__init__` on it.
+            if isinstance(peft_config, config_cls):
+                return model_cls(model, peft_config, *args, **kwargs)
+            return peft_class(model, peft_config, *args, **kwargs)
+
+    PeftModelForCausalLM.__qualname__ = peft_class.__qualname__
+    PeftModelForCausalLM.__module__ = peft_class.__module__
+    return PeftModelForCausalLM

@@ -23,9 +23,10 @@ from huggingface_hub import constants as hub_constants
 from torch.utils.data import Sampler
 from trl import SFTConfig, SFTTrainer
 
+from ._validation import check_int
 from .checkpoint import read_weights, write_files_atomically
 from .collator import HyperDataCollator
-from .model import HyperPeftModel, model_card
+from .peft_model import HyperPeftModel, model_card
 from .training_state import (
     OPTIMIZER_FILE,
     load_optimizer_and_scheduler,
@@ -100,12 +101,7 @@ class HyperSFTConfig(SFTConfig):
             raise ValueError("`packing=True` would put several users' rows into one sequence; hyperpeft needs False.")
         if self.padding_free:
             raise ValueError("`padding_free=True` flattens a batch into one row of several users; leave it False.")
-        if (
-            isinstance(self.tasks_per_batch, bool)
-            or not isinstance(self.tasks_per_batch, int)
-            or self.tasks_per_batch < 1
-        ):
-            raise ValueError(f"`tasks_per_batch` should be a positive integer but is {self.tasks_per_batch!r}.")
+        check_int("tasks_per_batch", self.tasks_per_batch)
         if isinstance(self.task_weights, str):  # from a command line
             try:
                 self.task_weights = json.loads(self.task_weights)
@@ -373,12 +369,10 @@ class HyperSFTTrainer(TrainingArgsAsJsonMixin, TaskBalancedBatchesMixin, RowMean
         for dataset in eval_sets:
             if dataset is not None:
                 texts += [p for p in _distinct(dataset[column]) if isinstance(p, str)]
-        tuner = self.model.base_model
         if texts:
-            tuner.get_profile_encoder().encode(_distinct(texts), show_progress_bar=True)
+            self.model.base_model.get_profile_encoder().encode(_distinct(texts), show_progress_bar=True)
         if self.args.fit_profile_statistics and len(train) >= 2:
-            embeddings = tuner.embed_profiles(train if isinstance(train[0], str) else torch.tensor(train))
-            tuner.hypernetwork.set_profile_statistics(embeddings)
+            self.model.fit_profile_statistics(train if isinstance(train[0], str) else torch.tensor(train))
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()  # the task column, through TaskBalancedBatchesMixin
@@ -429,7 +423,7 @@ class HyperSFTTrainer(TrainingArgsAsJsonMixin, TaskBalancedBatchesMixin, RowMean
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         target = model if model is not None else self.model
-        target._load_hypernetwork_weights(read_weights(Path(resume_from_checkpoint)), resume_from_checkpoint)
+        target.load_hypernetwork_weights(read_weights(Path(resume_from_checkpoint)), resume_from_checkpoint)
 
 
 def _distinct(profiles: list) -> list:

@@ -18,12 +18,12 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
+from .adapter_cache import AdapterCache
 from .config import HyperLoraConfig
 from .encoder import ProfileEncoder, check_profile_texts
 from .hypernetwork import HyperNetwork, TargetLayout
 from .layer import GeneratedLora, HyperLoraLayer, HyperLoraLinear
 from .registry import PREFIX
-from .serving.adapter_cache import AdapterCache
 
 Profile = str | list[str] | torch.Tensor
 

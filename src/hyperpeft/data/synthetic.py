@@ -447,7 +447,7 @@ def generate_dataset(config: SyntheticConfig | None = None):
     """
     from datasets import Dataset, DatasetDict
 
-    from .loaders import ROW_FEATURES
+    from .schema import ROW_FEATURES
 
     rows = generate_rows(config)
     return DatasetDict(

@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from .._validation import check_int
 from ..profile import format_items, retrieve
 
 PROMPT_METHODS = ("base", "rag", "pag", "full_history")
@@ -92,8 +93,7 @@ def build_context(
     if method not in PROMPT_METHODS:
         raise ValueError(f"`method` should be one of {PROMPT_METHODS} but the value passed is {method!r}.")
     for name, value in (("k", k), ("context_tokens", context_tokens), ("history_tokens", history_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"`{name}` should be a non-negative integer but the value passed is {value!r}.")
+        check_int(name, value, minimum=0)
     if method == "base":
         return None
     history = list(row["history"] or [])

@@ -191,7 +191,7 @@ def prepare_p2p(config: dict[str, Any], train: Dataset, tokenizer) -> tuple[Any,
     """A P2P model from `p2p.checkpoint` when that folder exists, else trained here on `train` and saved there."""
     from ..config import HyperLoraConfig
     from ..embedded import load_base_model
-    from ..model import HyperPeftModel
+    from ..peft_model import HyperPeftModel
     from ..pipeline import sft_rows
     from ..trainer import HyperSFTTrainer
 

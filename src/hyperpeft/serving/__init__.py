@@ -1,8 +1,5 @@
-"""Serving many users: a cache of generated adapters, an HTTP server that batches users, and PEFT LoRA export.
+"""Serving many users: hyperpeft's OpenAI-compatible server, per-user adapter folders for vLLM, and PEFT export.
 
-Only the cache is imported here; `hyperpeft.serving.server` needs the `serving` extra (fastapi, uvicorn).
+`hyperpeft.serving.server` and its engine need the `serving` extra (fastapi, uvicorn); the adapter cache they use is
+part of the core (`hyperpeft.adapter_cache`).
 """
-
-from .adapter_cache import AdapterCache, AdapterCacheStats, profile_key
-
-__all__ = ["AdapterCache", "AdapterCacheStats", "profile_key"]

@@ -23,6 +23,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 from transformers.utils import logging
 
+from .._validation import check_int
 from .detokenizer import IncrementalDetokenizer
 from .sampling import SamplingParams, TokenLogprob, next_tokens
 
@@ -117,8 +118,7 @@ class ContinuousBatcher:
     """
 
     def __init__(self, model, tokenizer, max_batch_size: int = 32, batch_window_ms: float = 5.0) -> None:
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size <= 0:
-            raise ValueError(f"`max_batch_size` should be a positive integer, not {max_batch_size!r}.")
+        check_int("max_batch_size", max_batch_size)
         if not isinstance(batch_window_ms, (int, float)) or batch_window_ms < 0:
             raise ValueError(f"`batch_window_ms` should be a number >= 0, not {batch_window_ms!r}.")
         self.model = model.eval()

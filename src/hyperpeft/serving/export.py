@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._validation import check_int
 from .._version import __version__
+from ..adapter_cache import profile_key
 from ..checkpoint import serialize_json, write_files_atomically, write_lora_folder
-from .adapter_cache import profile_key
 from .users import read_user_profiles
 
 MANIFEST_NAME = "manifest.json"
@@ -58,8 +59,7 @@ def export_adapters(
     ['u1', 'u2']
     ```
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"`batch_size` should be a positive integer, not {batch_size!r}.")
+    check_int("batch_size", batch_size)
     out = Path(out)
     if out.is_file():
         raise ValueError(f"`--out` {str(out)!r} is a file; pass a folder.")
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ..embedded import load_base_model
-    from ..model import HyperPeftModel
+    from ..peft_model import HyperPeftModel
 
     try:
         users = read_user_profiles(args.profiles)

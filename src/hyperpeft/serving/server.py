@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from transformers.utils import logging
 
-from .adapter_cache import profile_key
+from ..adapter_cache import profile_key
 from .engine import ContinuousBatcher, SequenceRequest, SequenceResult, SequenceUpdate
 from .protocol import (
     MAX_STOP_STRINGS,
@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from ..embedded import load_base_model, load_tokenizer
-    from ..model import HyperPeftModel
+    from ..peft_model import HyperPeftModel
 
     try:
         users = read_user_profiles(args.users) if args.users else {}

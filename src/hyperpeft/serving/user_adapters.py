@@ -29,7 +29,7 @@ from ..checkpoint import (
 )
 from ..embedded import load_base_model, resolve_base_model
 from ..encoder import ProfileEncoder
-from ..model import HyperPeftModel
+from ..peft_model import HyperPeftModel
 from .users import USER_ID_PATTERN, read_user_profiles
 
 logger = logging.get_logger(__name__)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ._validation import check_int
+
 # One user's adapter: module type -> (A `(layers, r, in)`, B `(layers, out, r)`).
 UserAdapter = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -46,7 +48,7 @@ class AdapterCache:
 
     ```python
     >>> import torch
-    >>> from hyperpeft.serving import AdapterCache
+    >>> from hyperpeft.adapter_cache import AdapterCache
     >>> cache = AdapterCache(max_bytes=1024)
     >>> cache.put("likes jazz", {"q_proj": (torch.zeros(2, 4, 8), torch.zeros(2, 8, 4))}, version=0)
     >>> cache.get("likes jazz", version=0)["q_proj"][0].shape
@@ -57,9 +59,7 @@ class AdapterCache:
     """
 
     def __init__(self, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise ValueError(f"`max_bytes` should be a positive integer number of bytes, not {max_bytes!r}.")
-        self.max_bytes = max_bytes
+        self.max_bytes = check_int("max_bytes", max_bytes, hint=" (bytes)")
         self.stats = AdapterCacheStats()
         self._entries: OrderedDict[str, tuple[UserAdapter, int]] = OrderedDict()
         self._version: object = None

@@ -16,6 +16,7 @@ from peft.utils import TaskType
 from transformers.utils import logging
 
 from ._version import __version__
+from .adapter_cache import AdapterCache
 from .checkpoint import (
     CONFIG_NAME,
     MODEL_CARD_NAME,
@@ -33,7 +34,6 @@ from .embedded import load_base_model
 from .encoder import ProfileEncoder
 from .hypernetwork import HyperNetwork
 from .registry import PEFT_TYPE_NAME
-from .serving.adapter_cache import AdapterCache
 from .tuner import Profile, check_single_profile
 
 logger = logging.get_logger(__name__)
@@ -300,13 +300,44 @@ class HyperPeftModel(PeftModelForCausalLM):
             model = load_base_model(config.base_model_name_or_path, dtype=dtype)
         config.inference_mode = not is_trainable
         peft_model = cls(model, config, adapter_name, profile_encoder=profile_encoder, **kwargs)
-        peft_model._load_hypernetwork_weights(weights, model_id)
+        peft_model.load_hypernetwork_weights(weights, model_id)
         if not is_trainable:
             peft_model.eval()
             peft_model.hypernetwork.requires_grad_(False)
         return peft_model
 
-    def _load_hypernetwork_weights(self, weights: dict[str, torch.Tensor], source: object) -> None:
+    def load_adapter(
+        self,
+        model_id: str | os.PathLike,
+        adapter_name: str = "default",
+        is_trainable: bool = False,
+        revision: str | None = None,
+        token: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> torch.nn.modules.module._IncompatibleKeys:
+        """
+        Load a hyperpeft checkpoint's hypernetwork weights into this model. PEFT's `PeftModel.from_pretrained` and
+        `AutoPeftModelForCausalLM.from_pretrained` call this after building the model from the checkpoint's config;
+        a hyperpeft checkpoint is one hypernetwork, so `adapter_name` must be the model's own.
+        """
+        if adapter_name != self.active_adapter:
+            raise ValueError(
+                f"hyperpeft holds one hypernetwork per model (adapter {self.active_adapter!r}); `adapter_name` "
+                f"{adapter_name!r} cannot add another. Load the checkpoint onto a fresh base model instead."
+            )
+        folder = resolve_checkpoint(model_id, revision=revision, token=token, cache_dir=cache_dir)
+        self.load_hypernetwork_weights(read_weights(folder), model_id)
+        self.hypernetwork.requires_grad_(is_trainable)
+        if not is_trainable:
+            self.eval()
+        return torch.nn.modules.module._IncompatibleKeys(missing_keys=[], unexpected_keys=[])
+
+    def load_hypernetwork_weights(self, weights: dict[str, torch.Tensor], source: object = "the weights") -> None:
+        """
+        Load the hypernetwork's tensors (as `save_pretrained` writes them, with or without the
+        `base_model.hypernetwork.` prefix), refusing a checkpoint made for another base model or another version.
+        """
         expected = self.hypernetwork.state_dict()
         found = {k.removeprefix(_WEIGHTS_PREFIX): v for k, v in weights.items()}
         missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
