@@ -31,7 +31,7 @@ import transformers
 from datasets import Dataset
 
 from hyperpeft.data.tasks import LAMP_2M_TAGS
-from hyperpeft.profile import ProfileBuilder, TransformersSummarizer
+from hyperpeft.profiles import ProfileBuilder, TransformersSummarizer
 
 PLOTS = [
     "A crew repairs a failing space station far from Earth.",

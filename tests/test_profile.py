@@ -17,7 +17,7 @@ import torch
 from conftest import local_http_server
 from datasets import Dataset
 
-from hyperpeft.profile import (
+from hyperpeft.profiles import (
     HISTORY_HEADER,
     PROMPT_VERSION,
     RETRIEVED_HEADER,
@@ -247,8 +247,9 @@ def test_clear_errors(tmp_path):
         ProfileBuilder(CountingSummarizer()).build(rows)
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['history'\]"):
         build([{k: v for k, v in row.items() if k != "history"} for row in rows], tmp_path)
-    bad = dict(rows[0], id="bad-q", history=[{"input": "a film", "output": 5}])
-    with pytest.raises(TypeError, match="Row 'bad-q': `history\\[0\\]` should be a dict with a string `output`"):
+    # rows are checked as every loader checks them (`hyperpeft.data.schema.check_row`): numbers become text
+    bad = dict(rows[0], id="bad-q", history=[{"input": "a film", "output": ["not", "text"]}])
+    with pytest.raises(ValueError, match="Row 'bad-q', history item 0: `output` should be a string"):
         build([bad], tmp_path)
     with pytest.raises(ValueError, match="Unknown task 'LaMP-9'"):
         build([dict(rows[0], task="LaMP-9")], tmp_path)

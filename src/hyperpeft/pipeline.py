@@ -13,7 +13,7 @@ from datasets import Dataset, concatenate_datasets
 from .data import loaders
 from .data.synthetic import LAMP_CODES, SyntheticConfig, generate_rows, write_lamp_layout
 from .evaluation.generation import chat_messages
-from .profile import OpenAISummarizer, ProfileBuilder, TransformersSummarizer
+from .profiles import ProfileBuilder, make_summarizer
 
 SOURCES = ("synthetic", "lamp", "oppu", "longlamp", "empathic", "reddit", "rows")
 
@@ -54,20 +54,6 @@ def load_source(data: dict[str, Any], workdir: str | Path) -> dict[str, Dataset]
     if source == "reddit":
         return {"train": loaders.load_reddit_style(path)}
     return {"train": loaders.load_rows(path)}
-
-
-def make_summarizer(spec: str | dict | None):
-    """`None` (rows must carry `profile_text`), a model name for transformers, or `{"base_url", "model"}`."""
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        return TransformersSummarizer(spec)
-    if isinstance(spec, dict) and {"base_url", "model"} <= spec.keys():
-        return OpenAISummarizer(**spec)
-    raise ValueError(
-        "`profiles.summarizer` should be null, a model name, or {base_url: ..., model: ...}; "
-        f"the value passed is {spec!r}."
-    )
 
 
 def add_profiles(splits: dict[str, Dataset], profiles: dict[str, Any], workdir: str | Path) -> dict[str, Dataset]:

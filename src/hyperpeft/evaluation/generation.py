@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ..data.tasks import CLASSIFICATION, RATING, get_task
+from ..llm import chat_generate
 
 # New-token limits per metric kind: enough for a label, a digit, or a short text.
 MAX_NEW_TOKENS = {CLASSIFICATION: 8, RATING: 4}
@@ -62,30 +62,22 @@ def generate_answers(
     lengths = [len(x) + len(c or "") for x, c in zip(inputs, contexts)]
     for i in sorted(range(len(inputs)), key=lambda i: lengths[i]):  # similar lengths pad less
         by_task.setdefault(tasks[i], []).append(i)
-    batches = [rows[j : j + batch_size] for rows in by_task.values() for j in range(0, len(rows), batch_size)]
     answers: list[str] = [""] * len(inputs)
-    device = next(model.parameters()).device
     model.eval()
-    for batch in tqdm(batches, desc=desc, leave=False):
-        _generate_batch(
-            model, tokenizer, tasks[batch[0]], inputs, contexts, profiles, batch, answers, device, max_new_tokens
+    for task, rows in by_task.items():  # one token limit per task
+        conversations = [chat_messages(task, inputs[i], contexts[i]) for i in rows]
+        batches = [list(range(j, min(j + batch_size, len(rows)))) for j in range(0, len(rows), batch_size)]
+
+        def row_profiles(batch: list[int], rows: list[int] = rows) -> dict:
+            if profiles is None:
+                return {}
+            index = [rows[k] for k in batch]
+            return {"profile": profiles[index] if isinstance(profiles, torch.Tensor) else [profiles[i] for i in index]}
+
+        limit = max_new_tokens or MAX_NEW_TOKENS.get(get_task(task).metric, DEFAULT_MAX_NEW_TOKENS)
+        replies = chat_generate(
+            model, tokenizer, conversations, limit, batches=batches, batch_kwargs=row_profiles, desc=f"{desc} ({task})"
         )
+        for i, reply in zip(rows, replies):
+            answers[i] = reply
     return answers
-
-
-def _generate_batch(model, tokenizer, task, inputs, contexts, profiles, group, answers, device, max_new_tokens):
-    prompts = [
-        tokenizer.apply_chat_template(
-            chat_messages(task, inputs[i], contexts[i]), tokenize=False, add_generation_prompt=True
-        )
-        for i in group
-    ]
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    limit = max_new_tokens or MAX_NEW_TOKENS.get(get_task(task).metric, DEFAULT_MAX_NEW_TOKENS)
-    kwargs = dict(max_new_tokens=limit, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    if profiles is not None:
-        kwargs["profile"] = profiles[group] if isinstance(profiles, torch.Tensor) else [profiles[i] for i in group]
-    with torch.inference_mode():
-        output = model.generate(**encoded, **kwargs)
-    for i, row in zip(group, output[:, encoded["input_ids"].shape[1] :]):
-        answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()

@@ -11,11 +11,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from tqdm.auto import tqdm
-
 from ..embedded import EMBEDDED_BASE_MODEL
-from ..openai_compat import map_prompts
+from ..llm import OpenAIChat, TransformersChat, make_llm
 
 RUBRIC = """You grade how well a candidate text matches what one particular person would have written.
 
@@ -38,6 +35,7 @@ Grade the candidate from 1 to 5:
 Reply with the grade only, as "Score: N"."""
 
 JUDGE_SYSTEM_PROMPT = "You are a strict, consistent grader."
+SCORE_PREFIX = "Score: "
 _SCORE = re.compile(r"^\s*(?:score\s*[:=]?\s*)?\**([1-5])\**(?![\d.])", re.IGNORECASE)
 
 
@@ -63,7 +61,30 @@ def parse_score(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class TransformersJudge:
+class _Judge:
+    """The rubric as a user message (after the grader's system prompt) to an LLM of `hyperpeft.llm`."""
+
+    def __init__(self, llm) -> None:
+        self.llm = llm
+        self.name = llm.name
+
+    def complete(self, prompts: Sequence[str]) -> list[str]:
+        """The judge's raw replies, in order (a local model's start with the `"Score: "` it was given)."""
+        conversations = [
+            [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": p}] for p in prompts
+        ]
+        if not self.llm.supports_reply_prefix:
+            return self.llm.complete(conversations, max_tokens=16)
+        # started with "Score: ", even a small model answers with a digit
+        sequential = [
+            list(range(i, min(i + self.llm.batch_size, len(prompts))))
+            for i in range(0, len(prompts), self.llm.batch_size)
+        ]
+        replies = self.llm.complete(conversations, 3, reply_prefix=SCORE_PREFIX, batches=sequential, desc="judging")
+        return [SCORE_PREFIX + reply for reply in replies]
+
+
+class TransformersJudge(_Judge):
     """
     A local chat model as judge: greedy, a few new tokens, the reply started with `"Score: "` so that even a small
     model answers with a digit.
@@ -78,52 +99,14 @@ class TransformersJudge:
     def __init__(
         self, model_name_or_path: str = EMBEDDED_BASE_MODEL, batch_size: int = 8, *, model: Any = None, tokenizer=None
     ) -> None:
-        self.name = f"transformers:{model_name_or_path}"
+        super().__init__(TransformersChat(model_name_or_path, batch_size, model=model, tokenizer=tokenizer))
         self.model_name_or_path = model_name_or_path
-        self.batch_size = batch_size
-        self._model, self._tokenizer = model, tokenizer
-
-    def _load(self):
-        from ..embedded import load_base_model, load_tokenizer
-
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_name_or_path)
-        if self._model is None:
-            self._model = load_base_model(self.model_name_or_path)
-        return self._model.eval(), self._tokenizer
-
-    def complete(self, prompts: Sequence[str]) -> list[str]:
-        """The judge's raw replies, starting with the `"Score: "` prefix it was given."""
-        model, tokenizer = self._load()
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": p}],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            + "Score: "
-            for p in prompts
-        ]
-        replies = [""] * len(texts)
-        device = next(model.parameters()).device
-        batches = [list(range(i, min(i + self.batch_size, len(texts)))) for i in range(0, len(texts), self.batch_size)]
-        for batch in tqdm(batches, desc="judging", leave=False):
-            encoded = tokenizer(
-                [texts[i] for i in batch], return_tensors="pt", padding=True, padding_side="left",
-                add_special_tokens=False,
-            ).to(device)  # fmt: skip
-            with torch.inference_mode():
-                output = model.generate(
-                    **encoded, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id
-                )
-            for i, row in zip(batch, output[:, encoded["input_ids"].shape[1] :]):
-                replies[i] = "Score: " + tokenizer.decode(row, skip_special_tokens=True).strip()
-        return replies
 
 
-class OpenAIJudge:
+class OpenAIJudge(_Judge):
     """
-    An OpenAI-compatible chat-completions endpoint as judge (vLLM, llama.cpp, OpenAI, ...), temperature 0.
+    An OpenAI-compatible chat-completions endpoint as judge (vLLM, llama.cpp, OpenAI, ...), temperature 0, through
+    the official `openai` client (retries with backoff, a timeout, bounded concurrency).
 
     Args:
         base_url (`str`): e.g. `"http://localhost:8000"` (with or without `/v1`).
@@ -131,44 +114,28 @@ class OpenAIJudge:
         api_key (`str`, *optional*): sent as a bearer token.
         timeout (`float`, defaults to 60): seconds per request.
         max_concurrency (`int`, defaults to 4): requests in flight at once.
+        max_retries (`int`, defaults to 2): retries of a failed request.
     """
 
     def __init__(
-        self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60, max_concurrency: int = 4
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60,
+        max_concurrency: int = 4,
+        max_retries: int = 2,
     ) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"`base_url` should be an http(s) URL such as 'http://localhost:8000', not {base_url!r}.")
-        base = base_url.rstrip("/")
-        self.url = (base if base.endswith("/v1") else base + "/v1") + "/chat/completions"
-        self.model, self.api_key, self.timeout, self.max_concurrency = model, api_key, timeout, max_concurrency
-        self.name = f"openai:{model}"
-
-    def _request(self, client: Any, prompt: str) -> str:
-        import httpx
-
-        messages = [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
-        payload = {"model": self.model, "messages": messages, "max_tokens": 16, "temperature": 0.0}
-        try:
-            response = client.post(self.url, json=payload)
-            response.raise_for_status()
-            return response.json()["choices"][0]["message"]["content"]
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
-            raise RuntimeError(f"The judge at {self.url} failed: {type(error).__name__}: {error}") from None
-
-    def complete(self, prompts: Sequence[str]) -> list[str]:
-        """The judge's raw replies, in order."""
-        return map_prompts(prompts, self._request, self.api_key, self.timeout, self.max_concurrency)
+        super().__init__(OpenAIChat(base_url, model, api_key, timeout, max_retries, max_concurrency))
+        self.url = self.llm.url
 
 
-def make_judge(spec: str | dict | None):
+def make_judge(spec: str | dict | None) -> _Judge | None:
     """`None` (no judge), a transformers model name, or `{"base_url": ..., "model": ...}` for an endpoint."""
-    if spec is None:
+    llm = make_llm(spec, "judge")  # validates the spec
+    if llm is None:
         return None
-    if isinstance(spec, str):
-        return TransformersJudge(spec)
-    if isinstance(spec, dict) and {"base_url", "model"} <= spec.keys():
-        return OpenAIJudge(**spec)
-    raise ValueError(f"`judge` should be null, a model name, or {{base_url: ..., model: ...}}; got {spec!r}.")
+    return TransformersJudge(spec) if isinstance(llm, TransformersChat) else OpenAIJudge(**spec)
 
 
 def judge_scores(judge: Any, profiles: Sequence[str], references: Sequence[str], answers: Sequence[str]) -> dict:

@@ -17,7 +17,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from .._validation import check_int
-from ..profile import format_items, retrieve
+from ..profiles import format_items, retrieve
 
 PROMPT_METHODS = ("base", "rag", "pag", "full_history")
 SUMMARY_HEADER = "What this user is like:"
