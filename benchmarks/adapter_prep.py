@@ -37,17 +37,20 @@ from pathlib import Path
 import torch
 
 from hyperpeft import HyperLoraConfig, HyperPeftModel
+from hyperpeft.data.sources import DataArguments, load_source
 from hyperpeft.embedded import load_base_model, load_tokenizer
-from hyperpeft.evaluation.mt_lora import train_lora, training_arguments
-from hyperpeft.evaluation.oppu import user_history_rows
+from hyperpeft.evaluation.methods.mt_lora import train_lora
+from hyperpeft.evaluation.methods.oppu import user_history_rows
 from hyperpeft.evaluation.plots import cumulative_prep_plot
-from hyperpeft.pipeline import add_profiles, load_source
+from hyperpeft.profiles import ProfileArguments, build_profiles
+from hyperpeft.training.recipes import trainer_config
 
 
 def held_out_users(n: int, workdir: str):
     """The first query row of `n` held-out synthetic users (all three tasks, in turn)."""
     synthetic = {"train_users": 3, "test_random_users": max(n, 3), "test_ood_users": 1}
-    rows = add_profiles(load_source({"source": "synthetic", "synthetic": synthetic}, workdir), {"k": 2}, workdir)
+    splits = load_source(DataArguments(source="synthetic", synthetic=synthetic), workdir)
+    rows = build_profiles(splits, ProfileArguments(k=2), workdir)
     test = rows["test_random"]
     firsts, seen = [], set()
     for i, user in enumerate(test["user_id"]):
@@ -82,7 +85,7 @@ def time_p2p(rows, checkpoint: str | None) -> tuple[list[float], float]:
 
 def time_oppu(rows, epochs: float, batch_size: int, workdir: str) -> tuple[list[float], list[int]]:
     model, tokenizer = load_base_model(), load_tokenizer()
-    args = training_arguments(
+    args = trainer_config(
         workdir, num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=1e-3,
         max_length=192, disable_tqdm=True, logging_strategy="no",
     )  # fmt: skip

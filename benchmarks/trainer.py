@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from hyperpeft import HyperLoraConfig, HyperPeftModel, load_base_model, load_tokenizer
-from hyperpeft.trainer import HyperSFTConfig, HyperSFTTrainer
+from hyperpeft.training import HyperSFTConfig, HyperSFTTrainer
 
 
 class StepTimer(TrainerCallback):

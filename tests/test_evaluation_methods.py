@@ -6,7 +6,7 @@ import pytest
 from conftest import make_base, make_tokenizer
 
 from hyperpeft.evaluation.generation import chat_messages, generate_answers
-from hyperpeft.evaluation.methods import ITEMS_HEADER, SUMMARY_HEADER, build_context, build_contexts
+from hyperpeft.evaluation.methods.prompting import ITEMS_HEADER, SUMMARY_HEADER, build_context, build_contexts
 
 HISTORY = [
     {"input": "w1 w2 w3", "output": "w10"},

@@ -12,9 +12,17 @@ from conftest import _TINY, make_tokenizer
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from hyperpeft.cli.arguments import parse_config
+from hyperpeft.cli.eval import main
+from hyperpeft.evaluation.config import METHODS, SECTIONS, EvalConfig
 from hyperpeft.evaluation.plots import cumulative_prep_plot, write_plots
 from hyperpeft.evaluation.report import markdown_report, score_table, write_report
-from hyperpeft.evaluation.run import METHODS, activity_buckets, eval_rows, evaluate, main, read_eval_config
+from hyperpeft.evaluation.run import activity_buckets, eval_rows, evaluate
+
+
+def read_eval_config(path, flags=()) -> EvalConfig:
+    return EvalConfig.from_sections(parse_config(SECTIONS, ["--config", str(path), *flags], "hyperpeft eval", "test"))
+
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -24,7 +32,7 @@ def _report():
         "base": {"LaMP-3": {"mae": 2.0, "rmse": 2.5, "unparseable": 3}, "LaMP-4": {"rouge1": 0.1, "rougeL": 0.1}},
         "p2p": {"LaMP-3": {"mae": 1.0, "rmse": 1.5, "unparseable": 0}, "LaMP-4": {"rouge1": 0.3, "rougeL": 0.2}},
     }
-    config = read_eval_config.__globals__["DEFAULTS"] | {"methods": ["base", "p2p"]}
+    config = EvalConfig().to_dict() | {"methods": ["base", "p2p"]}
     return {
         "command": "hyperpeft eval --config x.yaml",
         "config": config,
@@ -75,20 +83,24 @@ def test_report_files_and_plots(tmp_path):
     assert open(path, "rb").read(8) == PNG
 
 
-def test_config_overrides_and_errors(tmp_path):
+def test_config_flags_and_errors(tmp_path, capsys):
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump({"eval": {"users_per_task": 3}, "methods": ["base", "p2p"]}))
-    config = read_eval_config(path, ["eval.users_per_task=2", "oppu.training.num_train_epochs=3"])
-    assert config["eval"]["users_per_task"] == 2 and config["eval"]["batch_size"] == 16  # defaults kept
-    assert config["oppu"]["training"] == {"num_train_epochs": 3, "per_device_train_batch_size": 4}
-    with pytest.raises(ValueError, match="unknown section 'nope'"):
-        read_eval_config(path, ["nope.x=1"])
-    with pytest.raises(ValueError, match="`methods` has unknown entries"):
-        read_eval_config(path, ["methods=[base,magic]"])
-    with pytest.raises(ValueError, match="No config file"):
+    config = read_eval_config(path, ["--users_per_task", "2", "--oppu_training", '{"num_train_epochs": 3}'])
+    assert config.eval.users_per_task == 2 and config.eval.eval_batch_size == 16  # defaults kept
+    assert config.oppu.oppu_training == {"num_train_epochs": 3}
+    for flags, message in (
+        (["--nope", "1"], "unknown argument `--nope`"),
+        (["--methods", "base", "magic"], "`methods` has unknown entries"),
+    ):
+        with pytest.raises(SystemExit):
+            read_eval_config(path, flags)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         read_eval_config(tmp_path / "missing.yaml")
+    assert "No config file" in capsys.readouterr().err
     shipped = sorted((Path(__file__).parents[1] / "examples" / "configs").glob("eval_*.yaml"))
-    assert shipped and all(read_eval_config(example)["eval"] for example in shipped)  # every shipped config parses
+    assert shipped and all(read_eval_config(example).eval for example in shipped)  # every shipped config parses
 
 
 def test_eval_rows_and_activity_buckets():
@@ -108,7 +120,7 @@ def test_eval_rows_and_activity_buckets():
 def test_missing_real_data_is_skipped_cleanly(tmp_path, capsys):
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump({"data": {"source": "empathic", "path": str(tmp_path / "absent")}}))
-    assert main(["--config", str(path), f"out={tmp_path / 'out'}", f"workdir={tmp_path / 'work'}"]) == 0
+    assert main(["--config", str(path), "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work")]) == 0
     assert "Skipped: the data folder" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
 

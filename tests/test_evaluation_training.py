@@ -8,9 +8,10 @@ from conftest import _TINY, make_tokenizer
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hyperpeft.evaluation import oppu as oppu_module
-from hyperpeft.evaluation.mt_lora import train_mt_lora, training_arguments, training_defaults
-from hyperpeft.evaluation.oppu import run_oppu, user_history_rows
+from hyperpeft.evaluation.methods import oppu as oppu_module
+from hyperpeft.evaluation.methods.mt_lora import train_mt_lora
+from hyperpeft.evaluation.methods.oppu import run_oppu, user_history_rows
+from hyperpeft.training.recipes import trainer_config
 
 
 def _model():
@@ -33,7 +34,7 @@ ROWS = Dataset.from_list(
 
 
 def _args(tmp_path, **kwargs):
-    return training_arguments(str(tmp_path), max_steps=1, per_device_train_batch_size=2, max_length=64, **kwargs)
+    return trainer_config(str(tmp_path), max_steps=1, per_device_train_batch_size=2, max_length=64, **kwargs)
 
 
 def test_mt_lora_trains_only_its_lora(tmp_path):
@@ -48,13 +49,13 @@ def test_mt_lora_trains_only_its_lora(tmp_path):
 
 
 def test_mt_lora_batches_are_task_balanced(tmp_path, monkeypatch):
-    from hyperpeft.trainer import HyperSFTConfig, TaskBalancedSampler
+    from hyperpeft.training import TaskBalancedSampler
 
     rows = Dataset.from_list([{**row, "task": ("LaMP-7", "LaMP-3")[i % 2]} for i, row in enumerate(ROWS)])
     seen = []
     monkeypatch.setattr(TaskBalancedSampler, "__iter__", lambda self: seen.append(self) or iter(range(len(self))))
     settings = dict(max_steps=1, per_device_train_batch_size=2, max_length=64)
-    args = HyperSFTConfig(**training_defaults(str(tmp_path), **settings), task_weights={"LaMP-3": 3.0})
+    args = trainer_config(str(tmp_path), **settings, task_weights={"LaMP-3": 3.0})
     train_mt_lora(_model(), make_tokenizer(), rows, args)
     assert seen and seen[0].task_names == ["LaMP-3", "LaMP-7"] and seen[0].task_weights.tolist() == [3.0, 1.0]
 

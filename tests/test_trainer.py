@@ -15,7 +15,8 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from hyperpeft import HyperLoraConfig, HyperPeftModel
-from hyperpeft.trainer import HyperSFTConfig, HyperSFTTrainer, TaskBalancedSampler, _split_rows, sqrt_task_weights
+from hyperpeft.training import HyperSFTConfig, HyperSFTTrainer, TaskBalancedSampler
+from hyperpeft.training.sampler import _split_rows, sqrt_task_weights
 
 
 def toy_rows(users: int = 12, per_user: int = 4, tasks: tuple[str, ...] = ("t1", "t2"), seed: int = 0) -> Dataset:
@@ -248,7 +249,7 @@ def test_resume_continues_the_same_run(tmp_path):
 
 
 def test_push_to_hub_offline_fails_before_training(tmp_path, monkeypatch):
-    monkeypatch.setattr("hyperpeft.trainer.hub_constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("hyperpeft.training.trainer.hub_constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
         make_trainer(tmp_path, push_to_hub=True, hub_model_id="org/p2p")
 
@@ -266,7 +267,7 @@ def test_push_to_hub_uploads_the_checkpoint_and_a_model_card(tmp_path, monkeypat
             uploads["card"] = (Path(folder_path) / "README.md").read_text()
             return "commit"
 
-    monkeypatch.setattr("hyperpeft.trainer.hub_constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("hyperpeft.training.trainer.hub_constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("transformers.trainer.hf_api", lambda *args, **kwargs: FakeApi())
     trainer = make_trainer(tmp_path, max_steps=2, push_to_hub=True, hub_model_id="org/p2p", hub_strategy="end")
     trainer.train()

@@ -28,6 +28,8 @@ _EXPORTS = {
     "HyperLoraModel": ".tuner",
     "HyperPeftModel": ".peft_model",
     "AdapterCache": ".adapter_cache",
+    "HyperSFTConfig": ".training",
+    "HyperSFTTrainer": ".training",
 }
 
 __all__ = sorted(_EXPORTS)

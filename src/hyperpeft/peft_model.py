@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,16 @@ class HyperPeftModel(PeftModelForCausalLM):
     def disable_adapter_cache(self) -> None:
         """Stop caching generated adapters and free the cached ones."""
         self.base_model.disable_adapter_cache()
+
+    @contextmanager
+    def without_adapter_cache(self) -> Iterator[None]:
+        """Generate every adapter anew while the block runs (to time the work itself); the cache stays as it was."""
+        tuner = self.base_model
+        cache, tuner.adapter_cache = tuner.adapter_cache, None
+        try:
+            yield
+        finally:
+            tuner.adapter_cache = cache
 
     @property
     def adapter_cache(self) -> AdapterCache | None:

@@ -11,7 +11,7 @@ from conftest import PROFILE_DIM, make_base, make_tokenizer  # noqa: E402
 from test_trainer import make_args, toy_rows  # noqa: E402
 
 from hyperpeft import HyperLoraConfig, HyperPeftModel  # noqa: E402
-from hyperpeft.trainer import HyperSFTTrainer  # noqa: E402
+from hyperpeft.training import HyperSFTTrainer  # noqa: E402
 
 output_dir = Path(sys.argv[1])
 torch.manual_seed(0)

@@ -154,3 +154,25 @@ def register_task(task: Task) -> Task:
         raise ValueError(f"A different task called {task.name!r} is already registered.")
     TASKS[task.name] = task
     return task
+
+
+# Every method sees the same short system message instead of the chat template's default one.
+SYSTEM_PROMPT = "Answer in the requested format."
+
+
+def chat_messages(task: str, text: str, context: str | None = None) -> list[dict[str, str]]:
+    """
+    The conversation that asks for one row's answer: the task prompt as the user's turn, after the `context` block
+    (what a prompt-based method knows about the user) when there is one.
+
+    Example:
+
+    ```python
+    >>> chat_messages("LaMP-3", "Broke after a week.", context="This user rates harshly.")[1]["content"][:24]
+    'This user rates harshly.'
+    ```
+    """
+    prompt = get_task(task).prompt(text)
+    if context:
+        prompt = f"{context.strip()}\n\n{prompt}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]

@@ -7,33 +7,12 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..data.tasks import CLASSIFICATION, RATING, get_task
+from ..data.tasks import CLASSIFICATION, RATING, chat_messages, get_task
 from ..llm import chat_generate
 
 # New-token limits per metric kind: enough for a label, a digit, or a short text.
 MAX_NEW_TOKENS = {CLASSIFICATION: 8, RATING: 4}
 DEFAULT_MAX_NEW_TOKENS = 32
-
-# Every method sees the same short system message instead of the chat template's default one.
-SYSTEM_PROMPT = "Answer in the requested format."
-
-
-def chat_messages(task: str, text: str, context: str | None = None) -> list[dict[str, str]]:
-    """
-    The conversation that asks for one row's answer: the task prompt as the user's turn, after the `context` block
-    (what a prompt-based method knows about the user) when there is one.
-
-    Example:
-
-    ```python
-    >>> chat_messages("LaMP-3", "Broke after a week.", context="This user rates harshly.")[1]["content"][:24]
-    'This user rates harshly.'
-    ```
-    """
-    prompt = get_task(task).prompt(text)
-    if context:
-        prompt = f"{context.strip()}\n\n{prompt}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
 
 
 def generate_answers(

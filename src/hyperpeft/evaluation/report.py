@@ -10,6 +10,7 @@ from typing import Any
 
 from ..checkpoint import write_files_atomically
 from ..data.tasks import CLASSIFICATION, GENERATION, RATING, get_task
+from .metrics import HEADLINE
 
 # The metrics shown per task kind, with whether higher is better.
 SHOWN = {
@@ -19,7 +20,8 @@ SHOWN = {
 }
 NAMES = {
     "base": "Base", "rag": "RAG", "pag": "PAG", "full_history": "Full history", "mt_lora": "MT-LoRA",
-    "oppu": "OPPU", "p2p": "P2P", "full": "P2P (summary + top-k)", "random_user": "another user's profile",
+    "oppu": "OPPU", "p2p": "P2P", "p2p_other_user": "P2P, another user's profile",
+    "full": "P2P (summary + top-k)", "random_user": "another user's profile",
     "shuffled": "profile words shuffled", "summary": "summary only", "retrieved": "retrieved items only",
     "history": "full history only",
 }  # fmt: skip
@@ -58,6 +60,36 @@ def score_table(scores: dict[str, dict[str, dict]], columns: list[str] | None = 
         if any(judged):
             lines.append(f"| {task} | judge unparseable | " + " | ".join(str(u) for u in judged) + " |")
     return lines
+
+
+def headline_table(report: dict[str, Any], ablations: tuple[str, ...] = ("p2p_other_user",)) -> str:
+    """
+    One table per test split: methods x tasks, each task's headline metric, the best in bold (not counting the
+    `ablations`, which are there to lose).
+    """
+    lines = []
+    methods = report["config"]["methods"]
+    for split, result in report["results"].items():
+        if split in ("k_sweep", "ablations") or not methods:
+            continue
+        scores = result["scores"]
+        tasks = sorted({t for m in methods for t in scores[m]})
+        headline = {t: HEADLINE[get_task(t).metric] for t in tasks}
+        best = {}
+        for task, (metric, higher) in headline.items():
+            compared = [scores[m][task][metric] for m in methods if m not in ablations]
+            best[task] = max(compared) if higher else min(compared)
+        queries = scores[methods[0]][tasks[0]]["n"]
+        directions = ", ".join(f"{t}: {m} {'higher' if h else 'lower'} is better" for t, (m, h) in headline.items())
+        lines += [f"\n**{split}** ({queries} queries per task; {directions})\n"]
+        lines += ["| method | " + " | ".join(tasks) + " |", "| --- |" + " --- |" * len(tasks)]
+        for method in methods:
+            cells = []
+            for task, (metric, _) in headline.items():
+                value = scores[method][task][metric]
+                cells.append(f"**{value:.3f}**" if method not in ablations and value == best[task] else f"{value:.3f}")
+            lines.append(f"| {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_report(report: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@
 A row that carries a `profile_text` (e.g. demographics) uses it as the summary, with no LLM call.
 """
 
-from .builder import HISTORY_HEADER, MODES, RETRIEVED_HEADER, ProfileBuilder
+from .builder import HISTORY_HEADER, MODES, RETRIEVED_HEADER, ProfileArguments, ProfileBuilder, build_profiles
 from .cache import SummaryCache, SummaryKey, default_cache_path
 from .prompt import PROMPT_VERSION, SYSTEM_PROMPT, build_summary_prompt, format_items
 from .retrieval import retrieve
@@ -22,12 +22,14 @@ __all__ = [
     "RETRIEVED_HEADER",
     "SYSTEM_PROMPT",
     "OpenAISummarizer",
+    "ProfileArguments",
     "ProfileBuilder",
     "Summarizer",
     "SummarizerError",
     "SummaryCache",
     "SummaryKey",
     "TransformersSummarizer",
+    "build_profiles",
     "build_summary_prompt",
     "default_cache_path",
     "format_items",

@@ -3,6 +3,7 @@ closest to the input]`, or one of the ablations of the paper's Table 5 (`MODES`,
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from ..data.schema import check_row
 from .cache import SummaryCache, SummaryKey, default_cache_path, history_sha256, text_sha256
 from .prompt import PROMPT_VERSION, build_summary_prompt, clean_summary, format_items
 from .retrieval import HistoryIndex
-from .summarizers import Summarizer, SummarizerError
+from .summarizers import Summarizer, SummarizerError, make_summarizer
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -404,3 +405,48 @@ class ProfileBuilder:
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclass
+class ProfileArguments:
+    """
+    How each row's profile is built (the `profiles:` section of a config); see [`ProfileBuilder`].
+
+    Args:
+        k (`int`, defaults to 2): BM25 top-k history items after the summary.
+        summarizer (`str` or `dict`, *optional*): the LLM that writes summaries: a transformers model name or path, or
+            `{"base_url": ..., "model": ...}` for an OpenAI-compatible server; `None` when every row carries its
+            `profile_text`.
+        profile_mode (`str`, defaults to `"full"`): one of `MODES` (the ablations of the paper's Table 5).
+        summary_cache (`str`, *optional*): the SQLite summary cache (default: `<workdir>/summaries.sqlite`).
+    """
+
+    k: int = field(default=2, metadata={"help": "BM25 top-k history items after the summary."})
+    summarizer: dict | str | None = field(
+        default=None,
+        metadata={"help": "A transformers model, or {base_url, model} of a server (JSON), that writes summaries."},
+    )
+    profile_mode: str = field(default="full", metadata={"help": f"How profiles are built: one of {MODES}."})
+    summary_cache: str | None = field(default=None, metadata={"help": "The SQLite summary cache file."})
+
+    def __post_init__(self) -> None:
+        check_int("k", self.k, minimum=0, hint=" (0 retrieves nothing)")
+        if self.profile_mode not in MODES:
+            raise ValueError(f"`profile_mode` should be one of {MODES} but is {self.profile_mode!r}.")
+        if isinstance(self.summarizer, str) and self.summarizer.lstrip().startswith("{"):
+            self.summarizer = json.loads(self.summarizer)  # from a command line
+        make_summarizer(self.summarizer)  # a bad summarizer fails now, not after the data is generated
+
+
+def build_profiles(
+    splits: dict[str, Dataset], arguments: ProfileArguments, workdir: str | os.PathLike, seed: int = 0, **changes
+) -> dict[str, Dataset]:
+    """Every split with its `profile` column, built as `arguments` say (and `changes`, e.g. `k=4`, over them)."""
+    settings = {"k": arguments.k, "mode": arguments.profile_mode, **changes}
+    builder = ProfileBuilder(
+        make_summarizer(arguments.summarizer),
+        cache_path=arguments.summary_cache or Path(workdir) / "summaries.sqlite",
+        seed=seed,
+        **settings,
+    )
+    return {split: builder.build(rows, show_progress=False) for split, rows in splits.items()}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from .checkpoint import serialize_json, serialize_tensors, write_files_atomically
+from ..checkpoint import serialize_json, serialize_tensors, write_files_atomically
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 SCHEDULER_FILE = "scheduler.json"

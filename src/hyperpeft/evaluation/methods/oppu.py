@@ -16,8 +16,10 @@ from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 from trl import SFTConfig
 
-from .generation import generate_answers
-from .mt_lora import prompt_completion_rows, train_lora
+from ...training.recipes import conversation_rows
+from ..generation import generate_answers
+from .base import Answers, Method
+from .mt_lora import train_lora
 
 logger = logging.get_logger(__name__)
 
@@ -58,7 +60,7 @@ def user_history_rows(rows: Dataset, user_id: str) -> Dataset:
             tasks.append(row["task"])
             inputs.append(item["input"])
             outputs.append(item["output"])
-    return prompt_completion_rows(tasks, inputs, outputs)
+    return conversation_rows(tasks, inputs, outputs)
 
 
 def run_oppu(
@@ -89,8 +91,8 @@ def run_oppu(
     Example:
 
     ```python
-    >>> from hyperpeft.evaluation.mt_lora import training_arguments
-    >>> args = training_arguments("out/oppu", num_train_epochs=2)
+    >>> from hyperpeft.training.recipes import trainer_config
+    >>> args = trainer_config("out/oppu", num_train_epochs=2)
     >>> result = run_oppu(base, tokenizer, test_rows, args)  # doctest: +SKIP
     >>> sum(result.train_seconds.values()) / len(result.train_seconds)  # seconds per user  # doctest: +SKIP
     ```
@@ -122,3 +124,18 @@ def run_oppu(
         if isinstance(personal, PeftModel):
             model = personal.unload()  # the base model without this user's LoRA
     return result
+
+
+class OPPU(Method):
+    """One PEFT per user: a LoRA trained on each test user's history at answer time, its seconds the user's
+    preparation cost. It wraps (and unwraps) the run's shared base model."""
+
+    def answer(self, rows) -> Answers:
+        run, settings = self.run, self.run.config.oppu
+        overrides = {"disable_tqdm": True, "logging_strategy": "no", **settings.oppu_training}
+        args = run.trainer_config(run.workdir / "oppu", overrides)
+        result = run_oppu(
+            run.base, run.tokenizer, rows, args, settings.oppu_lora, run.config.eval.eval_batch_size,
+            run.config.eval.max_new_tokens,
+        )  # fmt: skip
+        return Answers(result.answers, result.generate_seconds, result.train_seconds)

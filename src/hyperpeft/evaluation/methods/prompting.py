@@ -1,7 +1,7 @@
 """The prompt-based baselines: what each one puts before the task prompt, cut to a token budget.
 
 Every method answers with the same system message, task prompt, greedy decoding and token limits
-(`generation.chat_messages`); the prompt-based ones only add a context block to the user's turn:
+(`hyperpeft.data.tasks.chat_messages`); the prompt-based ones only add a context block to the user's turn:
 
 - `base`: nothing;
 - `rag`: the k history items BM25 finds closest to the input;
@@ -16,8 +16,9 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from .._validation import check_int
-from ..profiles import format_items, retrieve
+from ..._validation import check_int
+from ...profiles import format_items, retrieve
+from .base import Answers, Method
 
 PROMPT_METHODS = ("base", "rag", "pag", "full_history")
 SUMMARY_HEADER = "What this user is like:"
@@ -52,7 +53,7 @@ def summary_of(row: Mapping[str, Any]) -> str:
     if not summary:
         raise ValueError(
             f"Row {row.get('id')!r} has neither a `summary` nor a `profile_text`; PAG needs one (build profiles "
-            "with `hyperpeft.pipeline.add_profiles` first)."
+            "with `hyperpeft.profiles.build_profiles` first)."
         )
     return summary
 
@@ -116,3 +117,15 @@ def build_context(
 def build_contexts(method: str, rows: Any, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> list[str | None]:
     """[`build_context`] for every row of a `datasets.Dataset` (or a list of row mappings)."""
     return [build_context(method, row, tokenizer, **kwargs) for row in rows]
+
+
+class PromptMethod(Method):
+    """`base`, `rag`, `pag` or `full_history`: the run's base model with the method's context (`build_context`)."""
+
+    def answer(self, rows) -> Answers:
+        evaluation = self.run.config.eval
+        contexts = build_contexts(
+            self.name, rows, self.run.tokenizer, k=self.run.k, context_tokens=evaluation.context_tokens,
+            history_tokens=evaluation.history_tokens,
+        )  # fmt: skip
+        return self.generate(self.run.base, rows, contexts=contexts)

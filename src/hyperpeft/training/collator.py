@@ -23,7 +23,7 @@ class HyperDataCollator(DataCollatorForLanguageModeling):
     Example:
 
     ```python
-    >>> from hyperpeft.collator import HyperDataCollator
+    >>> from hyperpeft.training.collator import HyperDataCollator
     >>> collator = HyperDataCollator(pad_token_id=0)
     >>> rows = [{"input_ids": [1, 2, 3], "profile": "likes jazz"}, {"input_ids": [4, 5], "profile": "hates jazz"}]
     >>> batch = collator(rows)

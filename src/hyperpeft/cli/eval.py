@@ -1,0 +1,27 @@
+"""`hyperpeft eval`: compare personalization methods on the same users from a YAML file and `--flags`.
+
+hyperpeft eval --config examples/configs/eval_synthetic.yaml [--users_per_task 4 --p2p_checkpoint DIR ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..evaluation.config import SECTIONS, EvalConfig
+    from ..evaluation.context import SkipRun
+    from ..evaluation.run import evaluate
+    from .arguments import parse_config
+
+    argv = sys.argv[2:] if argv is None else argv
+    config = EvalConfig.from_sections(parse_config(SECTIONS, argv, "hyperpeft eval", (__doc__ or "").split("\n\n")[0]))
+    try:
+        report = evaluate(config, command="hyperpeft eval " + " ".join(argv))
+    except SkipRun as reason:
+        print(f"Skipped: {reason}; nothing to evaluate.")
+        return 0
+    print((Path(config.run.out) / "report.md").read_text())
+    print(f"wrote {config.run.out}/report.md, report.json and {len(report['plots'])} plots")
+    return 0

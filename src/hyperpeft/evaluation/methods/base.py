@@ -1,0 +1,50 @@
+"""The interface every evaluated method has: made from the run, prepared once, then answering rows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Answers:
+    """A method's answers in the order of the evaluated rows, their generation seconds, and preparation per user."""
+
+    answers: list[str]
+    seconds: float
+    prep_s_per_user: dict[str, float] = field(default_factory=dict)
+
+
+class Method:
+    """
+    One evaluated method. Subclasses implement `answer`, and `prepare` when they train or load something.
+
+    Args:
+        name (`str`): its name in the registry (`"rag"`, `"p2p"`, ...).
+        run ([`RunContext`]): what the run's methods share (config, tokenizer, data, base model).
+    """
+
+    def __init__(self, name: str, run) -> None:
+        self.name = name
+        self.run = run
+
+    def prepare(self) -> dict[str, Any]:
+        """Train or load what the method needs (once); returns what the report says about it."""
+        return {}
+
+    def answer(self, rows) -> Answers:
+        """The method's answers to `rows` (a `datasets.Dataset` of the common schema with profiles)."""
+        raise NotImplementedError
+
+    def generate(self, model, rows, desc: str | None = None, **kwargs: Any) -> Answers:
+        """Greedy answers of `model` with the run's prompts, batch size and token limits, timed."""
+        from ..generation import generate_answers
+
+        evaluation = self.run.config.eval
+        start = time.perf_counter()
+        answers = generate_answers(
+            model, self.run.tokenizer, rows["task"], rows["input"], batch_size=evaluation.eval_batch_size,
+            max_new_tokens=evaluation.max_new_tokens, desc=desc or self.name, **kwargs,
+        )  # fmt: skip
+        return Answers(answers, time.perf_counter() - start)

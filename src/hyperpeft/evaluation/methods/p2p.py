@@ -1,0 +1,79 @@
+"""Profile-to-PEFT: the hypernetwork's adapter from each row's profile; and the ablation that gives each row another
+test user's profile (the margin P2P keeps there is what the profile itself does not explain)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.utils import logging
+
+from ...config import HyperLoraConfig
+from ...peft_model import HyperPeftModel
+from ...training import HyperSFTTrainer
+from ...training.recipes import ready_for_evaluation, sft_rows
+from .base import Answers, Method
+
+logger = logging.get_logger(__name__)
+
+
+def prep_seconds(model: HyperPeftModel, rows) -> dict[str, float]:
+    """Per user, the seconds to encode their profile and generate their LoRA (one user at a time, no adapter cache)."""
+    profiles = dict(zip(rows["user_id"], rows["profile"]))
+    seconds = {}
+    with torch.no_grad(), model.without_adapter_cache():
+        model.base_model.generate_lora(next(iter(profiles.values())))  # warm-up: loads the encoder
+        for user, profile in profiles.items():
+            start = time.perf_counter()
+            model.base_model.generate_lora(profile)
+            seconds[user] = time.perf_counter() - start
+    return seconds
+
+
+class P2P(Method):
+    """P2P: loaded from `p2p_checkpoint` when that folder exists, else trained on the run's training rows there."""
+
+    def prepare(self) -> dict[str, Any]:
+        self.model, info = self.run.p2p_model()
+        return info
+
+    def answer(self, rows) -> Answers:
+        answers = self.generate(self.model, rows, profiles=rows["profile"])
+        answers.prep_s_per_user = prep_seconds(self.model, rows)
+        return answers
+
+
+class P2POtherUser(Method):
+    """The same hypernetwork, each row given another test user's profile of the same task (`random_user` profiles)."""
+
+    def prepare(self) -> dict[str, Any]:
+        self.model, _ = self.run.p2p_model()
+        return {}
+
+    def answer(self, rows) -> Answers:
+        return self.generate(self.model, rows, profiles=self.run.profiles_with(rows, mode="random_user"))
+
+
+def train_or_load_p2p(run) -> tuple[HyperPeftModel, dict[str, Any]]:
+    """The run's P2P model: `p2p_checkpoint` when that folder holds one, else trained here (and saved there)."""
+    settings = run.config.p2p
+    folder = Path(settings.p2p_checkpoint or run.workdir / "p2p")
+    if settings.p2p_checkpoint and (folder / "adapter_config.json").exists():
+        logger.warning("P2P: loading the checkpoint in %s.", folder)
+        model = HyperPeftModel.from_pretrained(run.base_copy(), str(folder))
+        return model.eval(), {"checkpoint": str(folder), "trained_here": False}
+    torch.manual_seed(run.config.run.seed)
+    model = HyperPeftModel(run.training_base(), HyperLoraConfig(profile_encoder=settings.profile_encoder))
+    args = run.trainer_config(folder, settings.p2p_training)
+    logger.warning("P2P: training the hypernetwork (%s steps) ...", args.max_steps)
+    start = time.perf_counter()
+    trainer = HyperSFTTrainer(
+        model=model, args=args, train_dataset=sft_rows(run.train), processing_class=run.tokenizer
+    )
+    trainer.train()
+    train_s = time.perf_counter() - start
+    trainer.save_model(str(folder))
+    ready_for_evaluation(model)
+    return model.eval(), {"checkpoint": str(folder), "trained_here": True, "train_s": train_s}
