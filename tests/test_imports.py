@@ -1,4 +1,4 @@
-"""Imports flow one way: no module imports a module of a later layer (walking every import with `ast`, lazy ones too)."""
+"""Imports flow one way: no module imports a later layer's module (every import, found with `ast`, lazy ones too)."""
 
 from __future__ import annotations
 
