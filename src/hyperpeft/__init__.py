@@ -69,13 +69,22 @@ def _complete_pending_registration() -> None:
 
 
 class _RegisterAfterPeft(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when `peft` is about to be imported, makes its module register hyperpeft once loaded."""
+    """Finds nothing itself: the spec of `peft` it hands on registers hyperpeft once that module has run.
+
+    It stays in place until `peft` is really imported: a check such as transformers' `is_peft_available()` asks for
+    the spec without importing it.
+    """
+
+    _finding = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != "peft":
+        if name != "peft" or self._finding:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("peft")
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec("peft")
+        finally:
+            self._finding = False
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
@@ -83,6 +92,8 @@ class _RegisterAfterPeft(importlib.abc.MetaPathFinder):
         def exec_and_register(module) -> None:
             global _registration_pending
             exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             try:
                 _register_with_peft()
             except ImportError:

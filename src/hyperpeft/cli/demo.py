@@ -108,6 +108,7 @@ def show_two_users(splits, p2p, tokenizer, out: Path) -> dict[str, Any]:
 
 def run(config, command: str | None = None) -> dict[str, Any]:
     """The main job for an `EvalConfig` (e.g. from `demo_config`): the evaluation, then the two-users epilogue."""
+    from ..checkpoint import write_files_atomically
     from ..evaluation.context import RunContext
     from ..evaluation.report import headline_table, markdown_report, write_report
     from ..evaluation.run import evaluate
@@ -118,7 +119,7 @@ def run(config, command: str | None = None) -> dict[str, Any]:
     report["two_users"] = show_two_users(context.splits, p2p, context.tokenizer, Path(config.run.out))
     write_report(report, markdown_report(report), config.run.out)
     report["table"] = headline_table(report)
-    (Path(config.run.out) / "results.md").write_text(report["table"])
+    write_files_atomically(config.run.out, {"results.md": report["table"].encode()})
     return report
 
 
