@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -35,9 +36,11 @@ def test_every_user_folder_loads_in_peft_to_the_hyperpeft_logits(tmp_path):
     saved = json.loads((tmp_path / "adapters" / "manifest.json").read_text())
     assert saved == json.loads(json.dumps(manifest))
     assert saved["base_model"] == "tiny-llama" and saved["r"] == 4 and saved["source_checkpoint"] == "ckpt"
-    assert saved["users"] == {u: {"folder": u, "profile_sha256": profile_key(p)} for u, p in USERS.items()}
+    # each user's folder is named by the user and what the adapter depends on, and found through the manifest
+    assert {u: e["profile_sha256"] for u, e in saved["users"].items()} == {u: profile_key(p) for u, p in USERS.items()}
+    assert all(re.fullmatch(f"{re.escape(u)}-[0-9a-f]{{16}}", e["folder"]) for u, e in saved["users"].items())
     for user_id, profile in USERS.items():
-        folder = tmp_path / "adapters" / user_id
+        folder = tmp_path / "adapters" / saved["users"][user_id]["folder"]
         assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == "LORA"
         peft_model = PeftModel.from_pretrained(make_base(), folder).eval()
         with torch.no_grad():
@@ -96,7 +99,7 @@ def test_the_cli_end_to_end(tmp_path):
     assert cli_main(["export", *args, "--base-model", str(tmp_path / "base"), "--device", "cpu"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["users"]) == sorted(USERS) and manifest["base_model"] == str(tmp_path / "base")
-    peft_model = PeftModel.from_pretrained(make_base(), out / "u1").eval()
+    peft_model = PeftModel.from_pretrained(make_base(), out / manifest["users"]["u1"]["folder"]).eval()
     with torch.no_grad():
         expected = model.eval()(input_ids=IDS, profile=USERS["u1"]).logits
         torch.testing.assert_close(peft_model(input_ids=IDS).logits, expected, atol=1e-5, rtol=1e-4)

@@ -131,7 +131,7 @@ def test_peft_entry_points_give_the_full_hyperpeft_model(tmp_path):
         loaded.load_adapter(tmp_path / "ckpt", adapter_name="second")
 
 
-@pytest.mark.parametrize("order", ["hyperpeft first", "peft first", "submodule first"])
+@pytest.mark.parametrize("order", ["hyperpeft first", "peft first", "submodule first", "availability check first"])
 def test_hyperpeft_registers_with_peft_whichever_is_imported_first(order):
     import subprocess
     import sys
@@ -140,6 +140,8 @@ def test_hyperpeft_registers_with_peft_whichever_is_imported_first(order):
         "hyperpeft first": "import hyperpeft; import peft",
         "peft first": "import peft; import hyperpeft",
         "submodule first": "from hyperpeft.config import HyperLoraConfig; import peft; HyperLoraConfig()",
+        # transformers' is_peft_available() asks for peft's spec without importing it
+        "availability check first": "import importlib.util, hyperpeft; importlib.util.find_spec('peft'); import peft",
     }[order]
     code = (
         f"{imports}\nfrom peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING\n"

@@ -35,3 +35,37 @@ def json_mapping(value: object, name: str) -> dict | None:
     if value is not None and not isinstance(value, dict):
         raise ValueError(f"`{name}` should be a mapping (JSON object) but is {value!r}.")
     return value
+
+
+def check_text(value: object, name: str, max_chars: int | None = None) -> str:
+    """
+    Return `value` if it is text every part of hyperpeft can handle: a `str` that is valid Unicode (no lone surrogate,
+    which UTF-8 cannot encode and tokenizers refuse), without NUL characters, and at most `max_chars` long. Text is
+    checked where it enters (a request, a users file, a data file, a Python call), so that no bad character reaches a
+    batch shared with other users.
+
+    Example:
+
+    ```python
+    >>> check_text("likes jazz", "profile")
+    'likes jazz'
+    >>> check_text("likes jazz \\udfff", "profile")
+    Traceback (most recent call last):
+    ValueError: `profile` holds a lone surrogate (U+DFFF at character 11), which is not valid Unicode text; send UTF-8.
+    ```
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` should be a string, not {type(value).__name__}.")
+    if max_chars is not None and len(value) > max_chars:
+        raise ValueError(f"`{name}` has {len(value)} characters; at most {max_chars} are accepted here.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(value[error.start])
+        raise ValueError(
+            f"`{name}` holds a lone surrogate (U+{code:04X} at character {error.start}), which is not valid Unicode "
+            "text; send UTF-8."
+        ) from None
+    if "\x00" in value:
+        raise ValueError(f"`{name}` holds a NUL character (at character {value.index(chr(0))}); remove it.")
+    return value

@@ -7,6 +7,7 @@ pickle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,10 +20,15 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
+from transformers.utils import logging
 
 CONFIG_NAME = "adapter_config.json"
+# names the staged files of a write in progress (see `write_files_atomically`)
+JOURNAL_NAME = ".hyperpeft-journal.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 MODEL_CARD_NAME = "README.md"
+
+logger = logging.get_logger(__name__)
 
 
 FILE_MODE = 0o644
@@ -58,29 +64,109 @@ def write_new_folder(directory: str | os.PathLike, files: dict[str, bytes]) -> P
 
 
 def write_files_atomically(directory: str | os.PathLike, files: dict[str, bytes]) -> Path:
-    """Write `files` (name -> content) into `directory` so that a failure leaves what was there intact.
+    """Write `files` (name -> content) into `directory` so that what it holds is the old version or the new one.
 
-    Every file is first written and flushed to a temporary file in the same folder; only when all of them are on disk
-    are they moved into place with `os.replace`, which is atomic. Other files in the folder are left alone.
+    Every file is first written and flushed to a temporary file in the same folder. A journal then names the staged
+    files and the sha256 of their content, and only then are they moved into place with `os.replace`, one by one; the
+    journal goes last. A process killed before the journal leaves the old version (its temporary files are removed
+    by the next write); one killed after it leaves a journal that the next read or write of the folder completes
+    (`recover_interrupted_write`): every file of the new version is moved in. Other files are left alone.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[str, Path]] = []
+    recover_interrupted_write(directory)
+    for name in files:  # left by a write that was killed before its journal
+        for stale in directory.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    staged: dict[str, Path] = {}
     try:
         for name, content in files.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-            staged.append((name, Path(tmp)))
+            staged[name] = Path(tmp)
             os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; a server running as another user must read them
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content)
                 handle.flush()
                 os.fsync(handle.fileno())
-        for name, tmp in staged:
+        journal = {
+            name: {"staged": tmp.name, "sha256": hashlib.sha256(files[name]).hexdigest()}
+            for name, tmp in staged.items()
+        }
+        _write_journal(directory, journal)
+        for name, tmp in staged.items():
             os.replace(tmp, directory / name)
+        _fsync_folder(directory)
+        (directory / JOURNAL_NAME).unlink()
     finally:
-        for _, tmp in staged:
-            tmp.unlink(missing_ok=True)
+        if not (directory / JOURNAL_NAME).exists():  # a journal still needs its staged files to complete the write
+            for tmp in staged.values():
+                tmp.unlink(missing_ok=True)
     return directory
+
+
+def _write_journal(directory: Path, journal: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f"{JOURNAL_NAME}.", suffix=".tmp", dir=directory)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(json.dumps(journal).encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, directory / JOURNAL_NAME)
+    _fsync_folder(directory)
+
+
+def recover_interrupted_write(directory: str | os.PathLike) -> None:
+    """
+    Complete a `write_files_atomically` that was killed after its journal: move in every staged file that is not in
+    place yet, then remove the journal. A folder without a journal is left as it is.
+    """
+    directory = Path(directory)
+    path = directory / JOURNAL_NAME
+    if not path.is_file():
+        return
+    try:
+        journal = json.loads(path.read_text())
+        for name, entry in journal.items():
+            staged_name = entry["staged"]
+            # a journal is read from disk: it may only name files of this folder, as `write_files_atomically` does
+            plain = _is_file_name(name) and _is_file_name(staged_name)
+            if not (plain and staged_name.startswith(f".{name}.") and staged_name.endswith(".tmp")):
+                raise ValueError(f"it names files outside the folder ({name!r}, {staged_name!r})")
+            target, staged = directory / name, directory / staged_name
+            if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == entry["sha256"]:
+                continue
+            if not staged.is_file() or hashlib.sha256(staged.read_bytes()).hexdigest() != entry["sha256"]:
+                raise ValueError(f"the staged file for {name} is missing or changed")
+            os.replace(staged, target)
+        _fsync_folder(directory)
+        path.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"{directory} holds an interrupted save that could not be completed ({error}); make the folder writable "
+            "and load it again."
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        raise ValueError(
+            f"{directory} holds a broken save journal {JOURNAL_NAME} ({error}); save the folder again."
+        ) from None
+    logger.warning("%s: completed a save that had been interrupted.", directory)
+
+
+def _is_file_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+
+
+def _fsync_folder(directory: Path) -> None:
+    """Make the folder's renames durable (a crash after a rename then finds the new name)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def lora_folder_files(lora_config: Any, tensors: dict[str, torch.Tensor]) -> dict[str, bytes]:
@@ -146,6 +232,7 @@ def resolve_checkpoint(
 
 def read_config_dict(folder: Path) -> dict:
     """The checkpoint's config as a dict, or a `ValueError` that says what is missing or broken."""
+    recover_interrupted_write(folder)
     file = folder / CONFIG_NAME
     if not file.is_file():
         raise ValueError(
@@ -153,21 +240,26 @@ def read_config_dict(folder: Path) -> dict:
         )
     try:
         data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{file} is not valid JSON ({error}); the checkpoint is corrupt.") from error
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise ValueError(f"{file} is not valid JSON ({type(error).__name__}); the checkpoint is corrupt.") from None
     if not isinstance(data, dict):
         raise ValueError(f"{file} should hold a JSON object, not {type(data).__name__}; the checkpoint is corrupt.")
     return data
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors (safetensors only), or a `ValueError` that says what is missing or broken."""
+    """The checkpoint's tensors (safetensors only), or a `ValueError` for a missing, broken or non-finite file."""
+    recover_interrupted_write(folder)
     file = folder / WEIGHTS_NAME
     if not file.is_file():
         raise ValueError(
             f"{folder} has no {WEIGHTS_NAME}; expected a folder written by `HyperPeftModel.save_pretrained`."
         )
     try:
-        return load_file(file)
+        tensors = load_file(file)
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"{file} could not be read as safetensors ({error}); the checkpoint is corrupt.") from error
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{file}: the tensor `{name}` holds NaN or inf values; the checkpoint is broken.")
+    return tensors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from peft import PeftConfig
@@ -86,7 +87,8 @@ class HyperLoraConfig(PeftConfig):
             "num_hidden_layers",
         ):
             check_int(name, getattr(self, name))
-        if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)) or self.lora_alpha <= 0:
+        alpha = self.lora_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 < alpha < math.inf):
             raise ValueError(f"`lora_alpha` should be a positive number but the value passed is {self.lora_alpha!r}.")
         if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"`lora_dropout` should be in [0, 1) but the value passed is {self.lora_dropout!r}.")

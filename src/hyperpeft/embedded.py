@@ -131,6 +131,12 @@ def resolve_base_model(name_or_path: str | os.PathLike) -> str:
     name = str(name_or_path)
     if name.lower() == EMBEDDED_BASE_MODEL or (is_embedded_base(name) and not Path(name).exists()):
         return str(embedded_base_folder())
+    looks_like_a_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_a_path and not Path(name).expanduser().exists():  # a Hub id is `name` or `org/name`
+        raise ValueError(
+            f"No base model folder at {name!r}. Pass an existing folder, a Hub id such as "
+            f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {EMBEDDED_BASE_MODEL!r}."
+        )
     return name
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ._validation import check_text
 from .embedded import EMBEDDED_PROFILE_ENCODER, resolve_encoder
 
 
@@ -23,6 +24,7 @@ def check_profile_texts(texts: object, name: str = "profile") -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"`{name}[{i}]` should be a string but is {type(text).__name__}: {text!r}.")
+        check_text(text, f"{name}[{i}]")
         if not text.strip():
             raise ValueError(f"`{name}[{i}]` is empty; every user needs a non-empty profile text.")
     return list(texts)

@@ -9,6 +9,7 @@ through the trunk in one pass; the only Python loop is over module types (two by
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,44 @@ class TargetLayout:
     shapes: dict[str, tuple[int, int]]
     depths: dict[str, tuple[int, ...]]
     num_layers: int
+
+
+def parameter_count(config: HyperLoraConfig, layout: TargetLayout) -> int:
+    """How many parameters a hypernetwork of `config` for `layout` holds (trunk, heads, embeddings)."""
+    width = config.profile_dim + config.module_embedding_dim + config.depth_embedding_dim
+    trunk = width * config.hidden_dim + config.hidden_dim
+    trunk += (config.num_hidden_layers - 1) * (config.hidden_dim * config.hidden_dim + config.hidden_dim)
+    heads = sum((config.hidden_dim + 1) * config.r * (i + o) for i, o in layout.shapes.values())
+    embeddings = len(layout.shapes) * config.module_embedding_dim + layout.num_layers * config.depth_embedding_dim
+    return trunk + 2 * config.hidden_dim + heads + embeddings
+
+
+def check_size(config: HyperLoraConfig, layout: TargetLayout) -> None:
+    """
+    Refuse a config whose hypernetwork cannot be right before anything is allocated: a rank above a targeted module's
+    smaller side, or more parameters than the machine has memory (a checkpoint's config is untrusted input).
+    """
+    for module_type, (fan_in, fan_out) in layout.shapes.items():
+        if config.r > min(fan_in, fan_out):
+            raise ValueError(
+                f"`r`={config.r} is larger than {module_type}'s smaller side ({min(fan_in, fan_out)}: in={fan_in}, "
+                f"out={fan_out}); a LoRA rank above it adds nothing. Use a smaller `r`."
+            )
+    needed = 4 * parameter_count(config, layout)
+    memory = _physical_memory()
+    if memory and needed > memory:
+        raise ValueError(
+            f"This config's hypernetwork would hold {needed / 2**30:.1f} GiB of float32 parameters, more than this "
+            f"machine's {memory / 2**30:.1f} GiB of memory (hidden_dim={config.hidden_dim}, r={config.r}, "
+            f"profile_dim={config.profile_dim}); is the config right?"
+        )
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no bound
+        return None
 
 
 class HyperNetwork(nn.Module):
@@ -59,6 +98,7 @@ class HyperNetwork(nn.Module):
 
     def __init__(self, config: HyperLoraConfig, layout: TargetLayout):
         super().__init__()
+        check_size(config, layout)
         self.r = config.r
         self.profile_dim = config.profile_dim
         self.layout = layout

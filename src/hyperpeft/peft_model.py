@@ -41,6 +41,11 @@ from .tuner import Profile, check_single_profile
 logger = logging.get_logger(__name__)
 
 _WEIGHTS_PREFIX = "base_model.hypernetwork."
+# the config fields that decide the hypernetwork's tensor shapes, which a checkpoint's config must state
+_SHAPE_FIELDS = (
+    "r", "target_modules", "profile_dim", "module_embedding_dim", "depth_embedding_dim", "hidden_dim",
+    "num_hidden_layers",
+)  # fmt: skip
 
 
 class HyperPeftModel(PeftModelForCausalLM):
@@ -312,7 +317,11 @@ class HyperPeftModel(PeftModelForCausalLM):
             model = load_base_model(config.base_model_name_or_path, dtype=dtype)
         config.inference_mode = not is_trainable
         peft_model = cls(model, config, adapter_name, profile_encoder=profile_encoder, **kwargs)
-        peft_model.load_hypernetwork_weights(weights, model_id)
+        try:
+            peft_model.load_hypernetwork_weights(weights, model_id)
+        except Exception:
+            peft_model.base_model.unload()  # give the caller's base model back unwrapped, ready for another try
+            raise
         if not is_trainable:
             peft_model.eval()
             peft_model.hypernetwork.requires_grad_(False)
@@ -360,6 +369,11 @@ class HyperPeftModel(PeftModelForCausalLM):
             )
         for key, tensor in expected.items():
             if found[key].shape != tensor.shape:
+                if found["profile_mean"].shape != expected["profile_mean"].shape:  # the config itself disagrees
+                    raise ValueError(
+                        f"The checkpoint {source!s} reads {found['profile_mean'].shape[0]}-d profile embeddings but "
+                        f"its config says profile_dim={self.hyper_config.profile_dim}; the checkpoint is corrupt."
+                    )
                 raise ValueError(
                     f"The checkpoint {source!s} was made for another base model: `{key}` has shape "
                     f"{tuple(found[key].shape)} there but {tuple(tensor.shape)} for this base model "
@@ -407,6 +421,12 @@ def _config_from_dict(data: dict, folder: Path) -> HyperLoraConfig:
         raise ValueError(
             f"{folder / CONFIG_NAME} has peft_type {data.get('peft_type')!r}, not {PEFT_TYPE_NAME!r}: it is not a "
             "hyperpeft checkpoint (a plain PEFT adapter loads with `peft.PeftModel.from_pretrained`)."
+        )
+    missing = [name for name in _SHAPE_FIELDS if name not in data]
+    if missing:  # a default would silently build a hypernetwork of another shape than the one saved
+        raise ValueError(
+            f"{folder / CONFIG_NAME} has no {missing}: a checkpoint's config must say the shape of its hypernetwork; "
+            "the file is incomplete or was not written by `save_pretrained`."
         )
     fields = {f.name for f in dataclasses.fields(HyperLoraConfig)}
     unknown = sorted(data.keys() - fields)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner
+from peft.utils import _get_submodules
 from torch import nn
 
 from .adapter_cache import AdapterCache
@@ -89,6 +90,20 @@ class HyperLoraModel(BaseTuner):
         self.profile_encoder: ProfileEncoder | None = None
         self.adapter_cache: AdapterCache | None = None
 
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args, **kwargs) -> None:
+        try:
+            super().inject_adapter(model, adapter_name, *args, **kwargs)
+        except Exception:
+            self._restore_base_layers(model)
+            raise
+
+    def _restore_base_layers(self, model: nn.Module) -> None:
+        """Put back the layers wrapped so far: a wrapping that fails gives the caller's model back as it was."""
+        for key, layer, _ in getattr(self, "_wrapped", []):
+            parent, _, name = _get_submodules(model, key)
+            setattr(parent, name, layer.get_base_layer())
+        self._wrapped = []
+
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs) -> None:
         if isinstance(target, HyperLoraLinear):
             raise ValueError(f"{current_key} is already wrapped by hyperpeft; one hypernetwork per model.")
@@ -110,6 +125,13 @@ class HyperLoraModel(BaseTuner):
         self._wrapped.append((current_key, new_module, depth))
 
     def _post_injection_hook(self, model: nn.Module, config: HyperLoraConfig, adapter_name: str) -> None:
+        try:
+            self._build_hypernetwork(model, config)
+        except Exception:  # e.g. a checkpoint's config too large for this machine
+            self._restore_base_layers(model)
+            raise
+
+    def _build_hypernetwork(self, model: nn.Module, config: HyperLoraConfig) -> None:
         shapes: dict[str, tuple[int, int]] = {}
         depths: dict[str, list[int]] = {}
         for key, layer, depth in self._wrapped:
@@ -211,17 +233,20 @@ class HyperLoraModel(BaseTuner):
     def _cached_lora(self, texts: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         cache = self.adapter_cache
         unique = list(dict.fromkeys(texts))
+        self.get_profile_encoder()  # loaded before the fingerprint is taken: loading it changes the fingerprint
         version = self._cache_version()
         found = {t: adapter for t in unique if (adapter := cache.get(t, version)) is not None}
         missing = [t for t in unique if t not in found]
         if missing:
             with torch.no_grad():
                 lora = self.hypernetwork(self.embed_profiles(missing))
-            version = self._cache_version()  # loading the encoder on first use changes it
+            # Kept only if no weight changed while they were generated: else they may mix old and new weights.
+            unchanged = self._cache_version() == version
             for i, text in enumerate(missing):
                 # clones, so a cached user does not keep the whole batch's tensors alive
                 found[text] = {m: (a[i].clone(), b[i].clone()) for m, (a, b) in lora.items()}
-                cache.put(text, found[text], version)
+                if unchanged:
+                    cache.put(text, found[text], version)
         return {
             m: (torch.stack([found[t][m][0] for t in texts]), torch.stack([found[t][m][1] for t in texts]))
             for m in self.hypernetwork.module_types
@@ -245,12 +270,23 @@ class HyperLoraModel(BaseTuner):
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.hypernetwork.parameters())
 
     def _cache_version(self) -> tuple:
-        # Tensors bump `_version` on every in-place change (optimizer steps, load_state_dict, copy_) and change
-        # `data_ptr` when replaced or moved, so this changes whenever the generated adapters could.
-        tensors = itertools.chain(self.hypernetwork.parameters(), self.hypernetwork.buffers())
+        """
+        A fingerprint of everything a generated adapter depends on: the encoder, and every tensor of the hypernetwork
+        by storage, in-place version and content. Optimizer steps, `load_state_dict` and `copy_` bump a tensor's
+        version; a change through `.data` does not (it is another tensor on the same storage), so each tensor's content
+        is part of it too: its sum, sum of squares and position-weighted sum (which tells a permutation apart), a few
+        milliseconds for a 4M-parameter hypernetwork on a CPU.
+        """
+        tensors = list(itertools.chain(self.hypernetwork.parameters(), self.hypernetwork.buffers()))
         config: HyperLoraConfig = self.peft_config[self.active_adapters[0]]
         encoder = (config.profile_encoder, config.profile_instruction, id(self.profile_encoder))
-        return (encoder, tuple((t.data_ptr(), t._version) for t in tensors))
+        with torch.no_grad():
+            sums = []
+            for tensor in tensors:
+                flat = tensor.detach().reshape(-1).double()
+                sums += [flat.sum(), (flat * flat).sum(), flat.cumsum(0).sum()]
+            content = torch.stack(sums).tolist() if sums else []
+        return (encoder, tuple((t.data_ptr(), t._version) for t in tensors), tuple(content))
 
     @contextmanager
     def use_profile(self, profile: Profile | None, batch_size: int | None = None, expand: int = 1) -> Iterator[None]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from transformers.utils import logging
 
+from .._validation import check_text
 from .tasks import GENERATION, ROW_COLUMNS, TASKS, get_task
 
 try:
@@ -46,7 +47,10 @@ ROW_FEATURES = Features({name: _COLUMN_FEATURES[name] for name in ROW_COLUMNS})
 def _text(value: Any, where: str, key: str) -> str:
     """`value` as a string: strings as they are, numbers written plainly (5.0 -> "5"), anything else refused."""
     if isinstance(value, str):
-        return value
+        try:
+            return check_text(value, key)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
     if isinstance(value, bool) or value is None or not isinstance(value, (int, float)):
         raise ValueError(f"{where}: `{key}` should be a string but is {value!r} ({type(value).__name__}).")
     if isinstance(value, float) and value.is_integer():
@@ -73,7 +77,7 @@ def _require(record: Any, keys: Iterable[str], where: str, expected: Iterable[st
 def _history_item(item: Any, where: str) -> dict[str, str]:
     """A history item given as `{"input", "output"}` (input optional) or as a bare string (an output-only item)."""
     if isinstance(item, str):
-        return {"input": "", "output": item}
+        return {"input": "", "output": _text(item, where, "output")}
     _require(item, ["output"], where, expected=["output"], optional=["input"])
     return {"input": _text(item.get("input", ""), where, "input"), "output": _text(item["output"], where, "output")}
 

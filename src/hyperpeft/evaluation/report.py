@@ -110,8 +110,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "Data: "
         + ", ".join(f"{s} {v['rows']} rows / {v['users']} users" for s, v in report["split_sizes"].items())
-        + f". Evaluated: up to {evaluation['users_per_task']} users per task, {evaluation['queries_per_user']} "
-        "queries per user.",
+        + ". Evaluated: "
+        + ("every user" if evaluation["users_per_task"] is None else f"up to {evaluation['users_per_task']} users")
+        + f" per task, {evaluation['queries_per_user']} queries per user.",
     ]
     if report.get("judge"):
         lines += ["", f"Judge: {report['judge']} (1-5; replies without a grade are left out of the mean and counted)."]

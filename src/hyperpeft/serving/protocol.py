@@ -69,6 +69,12 @@ class _RequestBody(_Strict):
                 return name
         return None
 
+    def texts(self) -> dict[str, str]:
+        """Every text of the request by field name (`check_text` refuses lone surrogates and NUL characters)."""
+        texts = {name: getattr(self, name) for name in ("model", "user", "user_id") if getattr(self, name) is not None}
+        texts.update({f"stop[{i}]": stop for i, stop in enumerate(self.stop_strings())})
+        return texts
+
     def stop_strings(self) -> tuple[str, ...]:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return tuple(stop)
@@ -83,6 +89,12 @@ class CompletionRequest(_RequestBody):
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = None
+
+    def texts(self) -> dict[str, str]:
+        texts = super().texts()
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        texts.update({f"prompt[{i}]": p for i, p in enumerate(prompts) if isinstance(p, str)})
+        return texts
 
     def refused_field(self) -> str | None:
         if self.best_of is not None and self.best_of != self.n:
@@ -127,6 +139,14 @@ class ChatCompletionRequest(_RequestBody):
         if self.top_logprobs is not None and not self.logprobs:
             return "top_logprobs"
         return super().refused_field()
+
+    def texts(self) -> dict[str, str]:
+        texts = super().texts()
+        for i, message in enumerate(self.messages):
+            texts[f"messages[{i}].content"] = message.text()
+            if message.name is not None:
+                texts[f"messages[{i}].name"] = message.name
+        return texts
 
     def template_messages(self) -> list[dict[str, str]]:
         """The messages as the chat template takes them (`developer` is OpenAI's newer name for `system`)."""

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from transformers.utils import logging
 
+from .._validation import check_text
 from ..adapter_cache import profile_key
 from .engine import ContinuousBatcher, SequenceRequest, SequenceResult, SequenceUpdate
 from .protocol import (
@@ -48,7 +49,7 @@ from .protocol import (
     usage,
 )
 from .sampling import SamplingParams, TokenLogprob
-from .users import check_profile_text, check_user_id, read_user_profiles
+from .users import MAX_PROFILE_CHARS, check_profile_text, check_user_id, read_user_profiles
 
 logger = logging.get_logger(__name__)
 
@@ -78,6 +79,9 @@ def create_app(
     batch_window_ms: float = 5.0,
     max_tokens_limit: int = 512,
     model_name: str | None = None,
+    max_request_bytes: int = 4 * 2**20,
+    max_profile_chars: int = MAX_PROFILE_CHARS,
+    max_users: int = 100_000,
 ):
     """
     Build the FastAPI app around an already loaded model and tokenizer (the decoding loop starts with the app).
@@ -90,6 +94,9 @@ def create_app(
         max_tokens_limit (`int`, defaults to 512): the largest `max_tokens` a request may ask for.
         model_name (`str`, *optional*): the base model's name in `/v1/models` and responses (default: the last part
             of the base model's path or Hub id).
+        max_request_bytes (`int`, defaults to 4 MiB): a larger request body is refused with a 413.
+        max_profile_chars (`int`, defaults to 20000): a longer profile text is refused with a 400.
+        max_users (`int`, defaults to 100000): the most users `PUT /v1/users/{user_id}` may hold.
 
     Example:
 
@@ -109,7 +116,7 @@ def create_app(
     sampling_defaults = _sampling_defaults(model)
     known_users: dict[str, str] = {}
     for user_id, profile in (users or {}).items():
-        known_users[check_user_id(user_id)] = check_profile_text(profile, f"the profile of {user_id!r}")
+        known_users[check_user_id(user_id)] = check_profile_text(profile, f"profile of {user_id!r}", max_profile_chars)
     users_lock = threading.Lock()
     engine = ContinuousBatcher(model, tokenizer, max_batch_size=max_batch_size, batch_window_ms=batch_window_ms)
     started = int(time.time())
@@ -117,6 +124,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app):
         engine.start()
+        try:  # ready only once a profile can really be turned into an adapter (the encoder loads now, not later)
+            await asyncio.to_thread(warm_up, model)
+            app.state.not_ready = None
+        except Exception as error:
+            logger.exception("hyperpeft serve: the warm-up failed; every request will get a 503")
+            app.state.not_ready = f"the model cannot make adapters: {type(error).__name__}: {error}"
         try:
             yield
         finally:
@@ -125,6 +138,12 @@ def create_app(
     app = FastAPI(title="hyperpeft", lifespan=lifespan)
     app.state.engine = engine
     app.state.users = known_users
+    app.state.not_ready = "starting"
+    app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+
+    def ready() -> None:
+        if app.state.not_ready:
+            raise ApiError(f"The server is not ready: {app.state.not_ready}.", status=503, kind="server_error")
 
     # ---- errors: always OpenAI's error object ------------------------------------------------------------------
 
@@ -163,6 +182,12 @@ def create_app(
 
     def select_profile(body) -> tuple[str | None, str]:
         """The request's profile text (`None`: the base model) and the model name its response reports."""
+        ready()
+        for field, text in body.texts().items():  # checked here, so that no bad text reaches a shared batch
+            try:
+                check_text(text, field)
+            except ValueError as error:
+                raise ApiError(str(error), field.split("[")[0]) from None
         if body.profile is not None and body.user_id is not None:
             raise ApiError("Pass at most one of `profile` (a profile text) and `user_id`.", "profile")
         named = known(body.model)
@@ -174,7 +199,7 @@ def create_app(
         answered_as = body.model or name
         if body.profile is not None:
             try:
-                return check_profile_text(body.profile), answered_as
+                return check_profile_text(body.profile, "profile", max_profile_chars), answered_as
             except ValueError as error:
                 raise ApiError(str(error), "profile") from None
         if body.user_id is not None:
@@ -429,12 +454,14 @@ def create_app(
         except (TypeError, ValueError) as error:
             raise ApiError(str(error), "user_id") from None
         try:
-            check_profile_text(body.profile)
+            check_profile_text(body.profile, "profile", max_profile_chars)
         except (TypeError, ValueError) as error:
             raise ApiError(str(error), "profile") from None
         if user_id == name:
             raise ApiError(f"{user_id!r} is the base model's name; choose another user id.", "user_id")
         with users_lock:
+            if user_id not in known_users and len(known_users) >= max_users:
+                raise ApiError(f"This server holds at most {max_users} users; remove some first.", "user_id")
             known_users[user_id] = body.profile
         return {"user_id": user_id, "profile_sha256": profile_key(body.profile)}
 
@@ -446,7 +473,9 @@ def create_app(
         return {"user_id": user_id, "object": "user", "deleted": True}
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health():
+        if app.state.not_ready:
+            return JSONResponse({"status": "not ready", "reason": app.state.not_ready}, status_code=503)
         cache = model.adapter_cache
         with users_lock:
             count = len(known_users)
@@ -462,6 +491,41 @@ def create_app(
         }
 
     return app
+
+
+def warm_up(model) -> None:
+    """Load the profile encoder and run the hypernetwork once, so that the first request finds both ready."""
+    with torch.inference_mode(), model.without_adapter_cache():
+        model.base_model.generate_lora("a warm-up profile")
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` (announced or streamed) is answered with a 413."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise StarletteHTTPException(413, f"the request body is larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        message = f"The request body is larger than this server's limit of {self.max_bytes} bytes."
+        await ApiError(message, status=413, code="request_too_large").response()(scope, receive, send)
 
 
 def _sampling_defaults(model) -> dict[str, float]:
@@ -540,6 +604,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--batch-window-ms", type=float, default=5.0, help="how long an idle server waits to batch the first requests")
     add("--max-tokens-limit", type=int, default=512, help="the largest max_tokens a request may ask for")
     add("--adapter-cache-mb", type=float, default=1024, help="adapter cache size in MiB (0 turns it off)")
+    add("--max-request-bytes", type=int, default=4 * 2**20, help="larger request bodies get a 413")
+    add("--max-profile-chars", type=int, default=MAX_PROFILE_CHARS, help="longer profile texts get a 400")
+    add("--max-users", type=int, default=100_000, help="the most users the server holds")
     return parser.parse_args(argv)
 
 
@@ -563,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.adapter_cache_mb > 0:
         model.enable_adapter_cache(max_bytes=int(args.adapter_cache_mb * 2**20))
     tokenizer = load_tokenizer(args.tokenizer or args.base_model or model.hyper_config.base_model_name_or_path)
+    try:  # before listening: a server that cannot make adapters should not start
+        warm_up(model)
+    except Exception as error:
+        raise SystemExit(
+            f"hyperpeft serve: the model cannot make adapters ({type(error).__name__}: {error})."
+        ) from None
     app = create_app(
         model,
         tokenizer,
@@ -571,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
         batch_window_ms=args.batch_window_ms,
         max_tokens_limit=args.max_tokens_limit,
         model_name=args.served_model_name,
+        max_request_bytes=args.max_request_bytes,
+        max_profile_chars=args.max_profile_chars,
+        max_users=args.max_users,
     )
     print(f"hyperpeft serve: {len(users)} users known; listening on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -9,7 +9,6 @@ unchanged one is found again, across restarts too.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections import defaultdict
@@ -20,7 +19,6 @@ import torch
 from transformers.utils import logging
 
 from ..checkpoint import (
-    CONFIG_NAME,
     WEIGHTS_NAME,
     lora_folder_files,
     read_config_dict,
@@ -30,6 +28,7 @@ from ..checkpoint import (
 from ..embedded import load_base_model, resolve_base_model
 from ..encoder import ProfileEncoder
 from ..peft_model import HyperPeftModel
+from .export import adapter_folder_name, hypernetwork_fingerprint
 from .users import USER_ID_PATTERN, read_user_profiles
 
 logger = logging.get_logger(__name__)
@@ -104,11 +103,8 @@ class UserAdapters:
         )
         self.model.hypernetwork.to(device)
         self.lora_config = self.model.peft_lora_config(self.base_model_name_or_path)
-        digest = hashlib.sha256()
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            digest.update((folder / name).read_bytes())
-        digest.update(self.base_model_name_or_path.encode())
-        self._checkpoint_key = digest.hexdigest()
+        # the same folder names as `hyperpeft export`: an exported folder is found here, and the other way round
+        self._fingerprint = hypernetwork_fingerprint(self.model, self.base_model_name_or_path)
         self._generate_lock = threading.Lock()
         self._folder_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
@@ -125,13 +121,12 @@ class UserAdapters:
         for one user generate once.
         """
         if self.zero_adapter_name is not None and name == self.zero_adapter_name:
-            return self._write_once(f"{name}-zero-{self._checkpoint_key[:16]}", self._zero_state)
+            return self._write_once(f"{name}-zero-{self._fingerprint[:16]}", self._zero_state)
         profile = self.profile(name) if USER_ID_PATTERN.fullmatch(name) else None
         if profile is None:
             self.stats.unknown += 1
             return None
-        key = hashlib.sha256(f"{self._checkpoint_key}\n{profile}".encode()).hexdigest()
-        return self._write_once(f"{name}-{key[:16]}", lambda: self._generate(profile))
+        return self._write_once(adapter_folder_name(name, self._fingerprint, profile), lambda: self._generate(profile))
 
     def _write_once(self, folder_name: str, make_state) -> Path:
         folder = self.adapter_dir / folder_name

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from .._validation import check_text
+
 # Safe as a folder name on every file system and as a vLLM LoRA module name.
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -23,11 +25,16 @@ def check_user_id(user_id: object) -> str:
     return user_id
 
 
-def check_profile_text(profile: object, where: str = "`profile`") -> str:
-    if not isinstance(profile, str):
-        raise TypeError(f"{where} should be a string, not {type(profile).__name__}.")
+# A profile longer than this is refused where it enters: the encoder reads only its first few hundred tokens
+# anyway (MiniLM: 256), and tokenizing megabytes would hold up every other user's request.
+MAX_PROFILE_CHARS = 20_000
+
+
+def check_profile_text(profile: object, where: str = "profile", max_chars: int | None = MAX_PROFILE_CHARS) -> str:
+    """Return `profile` if it is non-empty, valid text (see `check_text`) of at most `max_chars`, else raise."""
+    check_text(profile, where, max_chars)
     if not profile.strip():
-        raise ValueError(f"{where} is empty; every user needs a non-empty profile text.")
+        raise ValueError(f"`{where}` is empty; every user needs a non-empty profile text.")
     return profile
 
 
@@ -44,11 +51,14 @@ def read_user_profiles(path: str | os.PathLike) -> dict[str, str]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # split on "\n" only: str.splitlines would also split inside a JSON string holding U+2028 or U+0085
+        lines = path.read_text(encoding="utf-8").split("\n")
     except FileNotFoundError:
         raise ValueError(
             f"No users file at {str(path)!r}; pass a JSONL file of {{'user_id', 'profile'}} lines."
         ) from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
     users: dict[str, str] = {}
     folded: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
@@ -63,7 +73,7 @@ def read_user_profiles(path: str | os.PathLike) -> dict[str, str]:
             raise ValueError(f"{where} should be an object with `user_id` and `profile`, e.g. " + _EXAMPLE)
         try:
             user_id = check_user_id(row["user_id"])
-            profile = check_profile_text(row["profile"], "`profile`")
+            profile = check_profile_text(row["profile"], "profile")
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: {error}") from None
         if user_id.lower() in folded:

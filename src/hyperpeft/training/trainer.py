@@ -11,6 +11,7 @@ says what was trained (`create_model_card`), and an opt-in per-row loss (`comput
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from accelerate.logging import get_logger
 from huggingface_hub import constants as hub_constants
+from transformers import trainer_utils
 from trl import SFTConfig, SFTTrainer
 
 from .._validation import check_int
@@ -34,6 +36,9 @@ from .state import (
 )
 
 logger = get_logger(__name__)
+
+STAGING_FOLDER = ".staging"
+rotate_checkpoints = getattr(trainer_utils, "rotate_checkpoints", None)
 
 
 @dataclass
@@ -309,6 +314,47 @@ class HyperSFTTrainer(TrainingArgsAsJsonMixin, TaskBalancedBatchesMixin, RowMean
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         target = model if model is not None else self.model
         target.load_hypernetwork_weights(read_weights(Path(resume_from_checkpoint)), resume_from_checkpoint)
+
+    # A checkpoint folder appears whole: everything is written into `<output_dir>/.staging/checkpoint-N` first and
+    # renamed into place at the end, so a run killed mid-save leaves the previous checkpoints as they were, and
+    # `resume_from_checkpoint=True` (the newest `checkpoint-N`) always finds a complete one.
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = Path(super()._get_output_dir(trial=trial))
+        staging = run_dir / STAGING_FOLDER
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # a folder that a killed save left half-written
+        self._staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()  # every process has written its files (its RNG state, say)
+        if self.args.should_save:
+            name = f"checkpoint-{self.state.global_step}"
+            final = run_dir / name
+            if final.exists():  # saved again at the same step (a resumed run): the new one replaces it
+                old = run_dir / f".replaced-{name}"
+                shutil.rmtree(old, ignore_errors=True)
+                final.rename(old)
+                (staging / name).rename(final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                (staging / name).rename(final)
+            best = self.state.best_model_checkpoint
+            if best and Path(best).parent == staging:
+                self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+            shutil.rmtree(staging, ignore_errors=True)
+            if rotate_checkpoints is not None:
+                rotate_checkpoints(
+                    output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                    best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False,
+                )  # fmt: skip
+            else:  # transformers before 5: a Trainer method
+                self._rotate_checkpoints(use_mtime=False, output_dir=str(run_dir))
+        self.accelerator.wait_for_everyone()
+
+    def _get_output_dir(self, trial) -> str:
+        return str(getattr(self, "_staging", None) or super()._get_output_dir(trial=trial))
 
 
 def _distinct(profiles: list) -> list:

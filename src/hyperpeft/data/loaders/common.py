@@ -38,19 +38,22 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist.")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path} line {line_number} is not valid JSON: {error.msg} at column {error.colno}."
-                ) from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path} line {line_number} should be a JSON object but is {type(record).__name__}.")
-            records.append(record)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}).") from None
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} line {line_number} is not valid JSON: {error.msg} at column {error.colno}."
+            ) from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} line {line_number} should be a JSON object but is {type(record).__name__}.")
+        records.append(record)
     return records
 
 
