@@ -107,9 +107,10 @@ def test_train_command_writes_a_checkpoint(tmp_path):
 @pytest.mark.integration
 @needs_embedded
 def test_main_job_smoke_run(tmp_path):
-    from hyperpeft.cli.demo import demo_config, run
+    from hyperpeft.cli.demo import parse_args as demo_parse_args
+    from hyperpeft.cli.demo import run
 
-    report = run(demo_config(["--smoke", "--out", str(tmp_path)]))
+    report = run(demo_parse_args(["--smoke", "--out", str(tmp_path)]))
     assert (tmp_path / "results.md").read_text() == report["table"]
     results = json.loads((tmp_path / "report.json").read_text())["results"]
     for split in ("test_random", "test_ood"):
@@ -121,19 +122,19 @@ def test_main_job_smoke_run(tmp_path):
 
 
 def test_main_job_command_line():
-    from hyperpeft.cli.demo import demo_config
+    from hyperpeft.cli.demo import parse_args as demo_parse_args
 
-    config = demo_config([])
+    config = demo_parse_args([])
     assert config.run.out == config.run.workdir == "out/demo" and config.eval.queries_per_user == 2
     assert config.p2p.p2p_training["learning_rate"] == 3e-4 and config.mt_lora.mt_lora_training["max_steps"] == 100
-    config = demo_config(["--out", "elsewhere", "--steps", "7", "--seed", "3"])
+    config = demo_parse_args(["--out", "elsewhere", "--steps", "7", "--seed", "3"])
     assert (config.run.out, config.run.workdir, config.run.seed) == ("elsewhere", "elsewhere", 3)
     assert config.p2p.p2p_training["max_steps"] == config.mt_lora.mt_lora_training["max_steps"] == 7
-    assert config.data.synthetic_config == demo_config([]).data.synthetic_config  # another seed, the same users
-    assert demo_config(["--smoke"]).data.synthetic_config.train_users == 12
+    assert config.data.synthetic_config == demo_parse_args([]).data.synthetic_config  # another seed, the same users
+    assert demo_parse_args(["--smoke"]).data.synthetic_config.train_users == 12
     for bad in (["--steps", "0"], ["--seed", "x"], ["--eval_batch_size", "0"]):
         with pytest.raises(SystemExit):
-            demo_config(bad)
+            demo_parse_args(bad)
 
 
 def test_training_dtype():

@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import PROFILE_DIM, make_base, make_tokenizer
 from datasets import Dataset
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import filter_repo_objects
 from transformers import TrainerCallback
 
 from hyperpeft import HyperLoraConfig, HyperPeftModel
@@ -261,21 +263,38 @@ def test_push_to_hub_uploads_the_checkpoint_and_a_model_card(tmp_path, monkeypat
         def create_repo(self, repo_id, **kwargs):
             return type("Url", (), {"repo_id": repo_id})()
 
-        def upload_folder(self, repo_id, folder_path, **kwargs):
+        def upload_folder(self, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, **kwargs):
+            # what huggingface_hub would upload: every file, filtered by the patterns the Trainer passes
+            files = [str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file()]
             uploads["repo"] = repo_id
-            uploads["files"] = sorted(os.listdir(folder_path))
+            uploads["files"] = sorted(
+                filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
+            )
             uploads["card"] = (Path(folder_path) / "README.md").read_text()
             return "commit"
 
     monkeypatch.setattr("hyperpeft.training.trainer.hub_constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("transformers.trainer.hf_api", lambda *args, **kwargs: FakeApi())
     trainer = make_trainer(tmp_path, max_steps=2, push_to_hub=True, hub_model_id="org/p2p", hub_strategy="end")
+    (Path(trainer.args.output_dir) / "_work" / "data").mkdir(parents=True)  # where `hyperpeft train` puts its data
+    (Path(trainer.args.output_dir) / "_work" / "data" / "rows.jsonl").write_text("{}\n")
     trainer.train()
     trainer.push_to_hub()
     assert uploads["repo"] == "org/p2p"
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(uploads["files"])
-    card = uploads["card"]
-    assert "library_name: hyperpeft" in card and "- steps: 2" in card and "'t1': 24" in card
+    assert not [f for f in uploads["files"] if f.startswith(("_work", "checkpoint-"))], uploads["files"]
+    card = ModelCard(uploads["card"])
+    assert card.data.library_name == "hyperpeft" and "hyperpeft" in card.data.tags
+    assert "- steps: 2" in card.text and "'t1': 24" in card.text
+
+
+def test_the_final_save_writes_a_model_card_locally(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=1, dataset_description="two tiny users")
+    trainer.train()
+    trainer.save_model()
+    card = ModelCard.load(Path(trainer.args.output_dir) / "README.md")
+    assert card.data.library_name == "hyperpeft" and "- dataset: two tiny users" in card.text
+    assert "- steps: 1" in card.text
 
 
 def test_per_row_loss_weighs_every_row_equally(tmp_path):

@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save
 from transformers.utils import logging
 
 CONFIG_NAME = "adapter_config.json"
-# names the staged files of a write in progress (see `write_files_atomically`)
-JOURNAL_NAME = ".hyperpeft-journal.json"
+# journals of writes in progress (see `write_files_atomically`): `.hyperpeft-journal-<the written names' hash>.json`
+JOURNAL_PATTERN = ".hyperpeft-journal*.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 MODEL_CARD_NAME = "README.md"
 
@@ -69,12 +69,15 @@ def write_files_atomically(directory: str | os.PathLike, files: dict[str, bytes]
     Every file is first written and flushed to a temporary file in the same folder. A journal then names the staged
     files and the sha256 of their content, and only then are they moved into place with `os.replace`, one by one; the
     journal goes last. A process killed before the journal leaves the old version (its temporary files are removed
-    by the next write); one killed after it leaves a journal that the next read or write of the folder completes
-    (`recover_interrupted_write`): every file of the new version is moved in. Other files are left alone.
+    by the next write); one killed after it leaves a journal that the next read of the folder, or the next write of
+    the same files, completes (`recover_interrupted_write`): every file of the new version is moved in. Other files
+    are left alone, so processes may write different files into one folder at once (a trainer's ranks, each its RNG
+    state); completing a journal twice (a reader and the writer at once) does no harm.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    recover_interrupted_write(directory)
+    journal_path = directory / _journal_name(files)
+    recover_interrupted_write(directory, journal_path.name)
     for name in files:  # left by a write that was killed before its journal
         for stale in directory.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
@@ -92,53 +95,83 @@ def write_files_atomically(directory: str | os.PathLike, files: dict[str, bytes]
             name: {"staged": tmp.name, "sha256": hashlib.sha256(files[name]).hexdigest()}
             for name, tmp in staged.items()
         }
-        _write_journal(directory, journal)
+        _write_journal(journal_path, journal)
         for name, tmp in staged.items():
-            os.replace(tmp, directory / name)
+            _move_in(tmp, directory / name, journal[name]["sha256"])
         _fsync_folder(directory)
-        (directory / JOURNAL_NAME).unlink()
+        journal_path.unlink(missing_ok=True)
     finally:
-        if not (directory / JOURNAL_NAME).exists():  # a journal still needs its staged files to complete the write
+        if not journal_path.exists():  # a journal still needs its staged files to complete the write
             for tmp in staged.values():
                 tmp.unlink(missing_ok=True)
     return directory
 
 
-def _write_journal(directory: Path, journal: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f"{JOURNAL_NAME}.", suffix=".tmp", dir=directory)
+def _journal_name(files: dict[str, bytes]) -> str:
+    names = hashlib.sha256("\0".join(sorted(files)).encode()).hexdigest()[:12]
+    return f".hyperpeft-journal-{names}.json"
+
+
+def _write_journal(path: Path, journal: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "wb") as handle:
         handle.write(json.dumps(journal).encode())
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, directory / JOURNAL_NAME)
-    _fsync_folder(directory)
+    os.replace(tmp, path)
+    _fsync_folder(path.parent)
 
 
-def recover_interrupted_write(directory: str | os.PathLike) -> None:
+def _holds(path: Path, sha256: str) -> bool:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+
+
+def _move_in(staged: Path, target: Path, sha256: str) -> None:
+    """`os.replace(staged, target)`, or nothing if another process completing the same journal moved it already."""
+    try:
+        os.replace(staged, target)
+    except FileNotFoundError:
+        if not _holds(target, sha256):
+            raise
+
+
+def recover_interrupted_write(directory: str | os.PathLike, journal_name: str | None = None) -> None:
     """
-    Complete a `write_files_atomically` that was killed after its journal: move in every staged file that is not in
-    place yet, then remove the journal. A folder without a journal is left as it is.
+    Complete every `write_files_atomically` that was killed after its journal (or only the one of `journal_name`):
+    move in every staged file that is not in place yet, then remove the journal. A folder without one is left as it is.
     """
     directory = Path(directory)
-    path = directory / JOURNAL_NAME
-    if not path.is_file():
-        return
+    paths = [directory / journal_name] if journal_name else sorted(directory.glob(JOURNAL_PATTERN))
+    for path in paths:
+        if path.is_file():
+            _complete(directory, path)
+
+
+def _complete(directory: Path, path: Path) -> None:
     try:
         journal = json.loads(path.read_text())
         for name, entry in journal.items():
-            staged_name = entry["staged"]
+            staged_name, sha256 = entry["staged"], entry["sha256"]
             # a journal is read from disk: it may only name files of this folder, as `write_files_atomically` does
             plain = _is_file_name(name) and _is_file_name(staged_name)
             if not (plain and staged_name.startswith(f".{name}.") and staged_name.endswith(".tmp")):
                 raise ValueError(f"it names files outside the folder ({name!r}, {staged_name!r})")
             target, staged = directory / name, directory / staged_name
-            if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == entry["sha256"]:
+            if _holds(target, sha256):
                 continue
-            if not staged.is_file() or hashlib.sha256(staged.read_bytes()).hexdigest() != entry["sha256"]:
+            if _holds(staged, sha256):
+                _move_in(staged, target, sha256)
+            elif not _holds(target, sha256):  # (looked at again: another process may have just moved it in)
                 raise ValueError(f"the staged file for {name} is missing or changed")
-            os.replace(staged, target)
         _fsync_folder(directory)
-        path.unlink()
+        path.unlink(missing_ok=True)
+    except FileNotFoundError as error:
+        if path.exists():
+            raise ValueError(f"{directory}: an interrupted save could not be completed ({error}).") from None
+        return  # another process completed this journal meanwhile
     except OSError as error:
         raise ValueError(
             f"{directory} holds an interrupted save that could not be completed ({error}); make the folder writable "
@@ -146,7 +179,7 @@ def recover_interrupted_write(directory: str | os.PathLike) -> None:
         ) from None
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ValueError(
-            f"{directory} holds a broken save journal {JOURNAL_NAME} ({error}); save the folder again."
+            f"{directory} holds a broken save journal {path.name} ({error}); save the folder again."
         ) from None
     logger.warning("%s: completed a save that had been interrupted.", directory)
 
@@ -169,17 +202,22 @@ def _fsync_folder(directory: Path) -> None:
         os.close(fd)
 
 
-def lora_folder_files(lora_config: Any, tensors: dict[str, torch.Tensor]) -> dict[str, bytes]:
-    """The two files of a PEFT LoRA folder: `adapter_config.json` from a `peft.LoraConfig`, and the weights."""
-    return {
+def lora_folder_files(lora_config: Any, tensors: dict[str, torch.Tensor], card: str | None = None) -> dict[str, bytes]:
+    """The files of a PEFT LoRA folder: `adapter_config.json` from a `peft.LoraConfig`, the weights, and a card."""
+    files = {
         CONFIG_NAME: serialize_json(lora_config.to_dict()),
         WEIGHTS_NAME: serialize_tensors(tensors, metadata={"format": "pt"}),
     }
+    if card is not None:
+        files[MODEL_CARD_NAME] = card.encode()
+    return files
 
 
-def write_lora_folder(directory: str | os.PathLike, lora_config: Any, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write a PEFT LoRA folder (`adapter_config.json` + `adapter_model.safetensors`) atomically."""
-    return write_files_atomically(directory, lora_folder_files(lora_config, tensors))
+def write_lora_folder(
+    directory: str | os.PathLike, lora_config: Any, tensors: dict[str, torch.Tensor], card: str | None = None
+) -> Path:
+    """Write a PEFT LoRA folder (`adapter_config.json`, `adapter_model.safetensors`, a `README.md` card) atomically."""
+    return write_files_atomically(directory, lora_folder_files(lora_config, tensors, card))
 
 
 def serialize_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from transformers.utils import logging
 
 from ._version import __version__
 from .adapter_cache import AdapterCache
+from .cards import adapter_card, checkpoint_card
 from .checkpoint import (
     CONFIG_NAME,
     MODEL_CARD_NAME,
@@ -91,7 +93,9 @@ class HyperPeftModel(PeftModelForCausalLM):
             raise TypeError(f"`peft_config` should be a HyperLoraConfig, not {type(peft_config).__name__}.")
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"`model` should be a transformers causal LM, not {type(model).__name__}.")
-        super().__init__(model, peft_config, adapter_name, **kwargs)
+        with warnings.catch_warnings():  # PEFT reads transformers 5's deprecated name here; not the caller's to fix
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            super().__init__(model, peft_config, adapter_name, **kwargs)
         if profile_encoder is not None:
             self.base_model.profile_encoder = profile_encoder
 
@@ -236,7 +240,9 @@ class HyperPeftModel(PeftModelForCausalLM):
         >>> peft_model = PeftModel.from_pretrained(base, "out/user-42")
         ```
         """
-        return write_lora_folder(save_directory, self.peft_lora_config(), self.lora_state_dict(profile))
+        lora_config = self.peft_lora_config()
+        card = str(adapter_card(lora_config))
+        return write_lora_folder(save_directory, lora_config, self.lora_state_dict(profile), card=card)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
 
@@ -270,7 +276,7 @@ class HyperPeftModel(PeftModelForCausalLM):
             CONFIG_NAME: serialize_json(config_dict),
         }
         if not (Path(save_directory) / MODEL_CARD_NAME).exists():
-            files[MODEL_CARD_NAME] = model_card(self.hyper_config).encode()
+            files[MODEL_CARD_NAME] = str(checkpoint_card(self.hyper_config)).encode()
         write_files_atomically(save_directory, files)
 
     @classmethod
@@ -437,38 +443,3 @@ def _config_from_dict(data: dict, folder: Path) -> HyperLoraConfig:
         return HyperLoraConfig(**data)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{folder / CONFIG_NAME} holds an invalid config: {error}") from error
-
-
-def model_card(config: HyperLoraConfig, training: dict | None = None) -> str:
-    """A model card: base model, encoder, LoRA settings and, after training, what the hypernetwork learned from."""
-    base = config.base_model_name_or_path or "unknown"
-    lines = [
-        "---",
-        "library_name: hyperpeft",
-        f"base_model: {base}",
-        "tags:\n- hyperpeft\n- peft\n- lora\n- personalization",
-        "---",
-        "",
-        "# hyperpeft Profile-to-PEFT hypernetwork",
-        "",
-        f"A hypernetwork that writes a personal LoRA adapter (r={config.r}, lora_alpha={config.lora_alpha}, target "
-        f"modules {config.target_modules}) for the base model `{base}` from a user's profile text, encoded with "
-        f"`{config.profile_encoder}` ({config.profile_dim}-d).",
-    ]
-    if training:
-        lines += ["", "## Training", ""]
-        lines += [f"- {key}: {value}" for key, value in training.items()]
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from hyperpeft import HyperPeftModel",
-        "",
-        'model = HyperPeftModel.from_pretrained("<this repo or folder>")',
-        'ids = model.generate(input_ids=..., attention_mask=..., profile="a short description of the user")',
-        'model.export_lora("a short description of the user", "user-adapter")  # a plain PEFT LoRA folder',
-        "```",
-        "",
-    ]
-    return "\n".join(lines)

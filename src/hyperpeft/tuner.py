@@ -89,6 +89,7 @@ class HyperLoraModel(BaseTuner):
         self._wrapped: list[tuple[str, HyperLoraLinear, int]] = []
         self.profile_encoder: ProfileEncoder | None = None
         self.adapter_cache: AdapterCache | None = None
+        self._probes: dict[tuple, torch.Tensor] = {}  # for the cache's fingerprint (`_cache_version`)
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args, **kwargs) -> None:
         try:
@@ -274,8 +275,7 @@ class HyperLoraModel(BaseTuner):
         A fingerprint of everything a generated adapter depends on: the encoder, and every tensor of the hypernetwork
         by storage, in-place version and content. Optimizer steps, `load_state_dict` and `copy_` bump a tensor's
         version; a change through `.data` does not (it is another tensor on the same storage), so each tensor's content
-        is part of it too: its sum, sum of squares and position-weighted sum (which tells a permutation apart), a few
-        milliseconds for a 4M-parameter hypernetwork on a CPU.
+        is part of it too: its sum, and its dot product with a fixed random vector (which tells a permutation apart).
         """
         tensors = list(itertools.chain(self.hypernetwork.parameters(), self.hypernetwork.buffers()))
         config: HyperLoraConfig = self.peft_config[self.active_adapters[0]]
@@ -283,10 +283,18 @@ class HyperLoraModel(BaseTuner):
         with torch.no_grad():
             sums = []
             for tensor in tensors:
-                flat = tensor.detach().reshape(-1).double()
-                sums += [flat.sum(), (flat * flat).sum(), flat.cumsum(0).sum()]
+                flat = tensor.detach().reshape(-1).float()
+                sums += [flat.sum(), torch.dot(flat, self._probe(flat))]
             content = torch.stack(sums).tolist() if sums else []
         return (encoder, tuple((t.data_ptr(), t._version) for t in tensors), tuple(content))
+
+    def _probe(self, flat: torch.Tensor) -> torch.Tensor:
+        """A fixed random vector as long as `flat`, on its device (made once per length)."""
+        key = (flat.numel(), flat.device)
+        if key not in self._probes:
+            generator = torch.Generator().manual_seed(flat.numel())
+            self._probes[key] = torch.rand(flat.numel(), generator=generator).to(flat.device) + 0.5
+        return self._probes[key]
 
     @contextmanager
     def use_profile(self, profile: Profile | None, batch_size: int | None = None, expand: int = 1) -> Iterator[None]:

@@ -136,7 +136,7 @@ def test_a_save_journal_naming_files_outside_the_folder_is_refused(checkpoint, t
     folder = tampered(checkpoint, tmp_path)
     outside = tmp_path / "outside.txt"
     outside.write_text("keep me")
-    (folder / ".hyperpeft-journal.json").write_text(json.dumps(journal))
+    (folder / ".hyperpeft-journal-0123456789ab.json").write_text(json.dumps(journal))
     with pytest.raises(ValueError, match="broken save journal"):
         HyperPeftModel.from_pretrained(make_base(), folder)
     assert outside.read_text() == "keep me" and (folder / "adapter_config.json").is_file()

@@ -17,7 +17,7 @@ import sys
 
 from .._version import __version__
 
-# command -> (module with `main(argv)`, help)
+# command -> (module with `main(argv)` and `parse_args(argv)`, which reads the command line and runs nothing; help)
 COMMANDS = {
     "train": ("hyperpeft.cli.train", "train a hypernetwork from a YAML file and --flags"),
     "demo": ("hyperpeft.cli.demo", "the main job on the embedded defaults and synthetic users"),

@@ -96,9 +96,10 @@ def parse_config(
 
     # no abbreviations: `--max_step` is a typo to name, not a way to write `--max_steps`
     parser = HfArgumentParser(list(sections.values()), prog=prog, description=description, allow_abbrev=False)
-    parser.add_argument("--config", default=None, help="a YAML file of settings; flags override it")
-    path = argparse.ArgumentParser(add_help=False)
-    path.add_argument("--config", default=None)
+    config_help = "a YAML file of settings; flags override it"
+    parser.add_argument("--config", default=None, help=config_help)
+    path = argparse.ArgumentParser(add_help=False)  # reads only the file's path, before the file sets defaults
+    path.add_argument("--config", default=None, help=config_help)
     config_path = path.parse_known_args(argv)[0].config
     try:
         settings = read_settings(preset, "the preset", sections) if preset else {}

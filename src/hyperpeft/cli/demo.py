@@ -107,7 +107,7 @@ def show_two_users(splits, p2p, tokenizer, out: Path) -> dict[str, Any]:
 
 
 def run(config, command: str | None = None) -> dict[str, Any]:
-    """The main job for an `EvalConfig` (e.g. from `demo_config`): the evaluation, then the two-users epilogue."""
+    """The main job for an `EvalConfig` (e.g. from `parse_args`): the evaluation, then the two-users epilogue."""
     from ..checkpoint import write_files_atomically
     from ..evaluation.context import RunContext
     from ..evaluation.report import headline_table, markdown_report, write_report
@@ -123,7 +123,7 @@ def run(config, command: str | None = None) -> dict[str, Any]:
     return report
 
 
-def demo_config(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None = None):
     """The `EvalConfig` that `hyperpeft demo [--smoke] [--steps N] [--out DIR] [eval flags]` runs."""
     from ..evaluation.config import SECTIONS, EvalConfig
     from .arguments import parse_config
@@ -148,7 +148,7 @@ def demo_config(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    config = demo_config(argv)
+    config = parse_args(argv)
     command = "hyperpeft demo " + " ".join(sys.argv[2:] if argv is None else argv)
     report = run(config, command=command)
     print(report["table"])

@@ -9,14 +9,20 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None):
+    """The command line read into an `EvalConfig` (`SystemExit` naming a bad key, flag or value)."""
     from ..evaluation.config import SECTIONS, EvalConfig
-    from ..evaluation.context import SkipRun
-    from ..evaluation.run import evaluate
     from .arguments import parse_config
 
+    return EvalConfig.from_sections(parse_config(SECTIONS, argv, "hyperpeft eval", (__doc__ or "").split("\n\n")[0]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..evaluation.context import SkipRun
+    from ..evaluation.run import evaluate
+
     argv = sys.argv[2:] if argv is None else argv
-    config = EvalConfig.from_sections(parse_config(SECTIONS, argv, "hyperpeft eval", (__doc__ or "").split("\n\n")[0]))
+    config = parse_args(argv)
     try:
         report = evaluate(config, command="hyperpeft eval " + " ".join(argv))
     except SkipRun as reason:

@@ -9,15 +9,23 @@ from __future__ import annotations
 import argparse
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperpeft save-base", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("name", nargs="?", default="smollm2-135m-instruct", help="the base model: a name or a path")
     parser.add_argument("--out", required=True, help="the new folder to write")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from ..embedded import save_base_model
 
     try:
         print(f"wrote {save_base_model(args.name, args.out)}")
     except ValueError as error:
-        parser.error(str(error))
+        _parser().error(str(error))
     return 0

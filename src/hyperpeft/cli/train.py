@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -17,6 +18,15 @@ class TrainArguments:
     """The run's own settings (the top level of the YAML file)."""
 
     base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "The base model (name or folder)."})
+    train_dtype: str = field(
+        default="auto",
+        metadata={"help": "The frozen base's dtype: 'auto' (bfloat16 where the GPU or CPU computes it natively), "
+                  "'float32' or 'bfloat16'."},
+    )  # fmt: skip
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "The base's attention, e.g. 'eager' (faster than SDPA for short rows on a CPU)."},
+    )
     num_processes: int = field(default=1, metadata={"help": "Processes to train in (accelerate launch when > 1)."})
     accelerate_config: str | None = field(
         default=None, metadata={"help": "An accelerate config file for several processes (default: DDP flags)."}
@@ -26,6 +36,8 @@ class TrainArguments:
         from .._validation import check_int
 
         check_int("num_processes", self.num_processes)
+        if self.train_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"`train_dtype` should be 'auto', 'float32' or 'bfloat16', not {self.train_dtype!r}.")
 
 
 def sections() -> dict:
@@ -42,18 +54,25 @@ def sections() -> dict:
 def train(parsed: dict) -> str:
     """Train a hypernetwork as the parsed sections say; returns the output folder (a HyperPeftModel checkpoint)."""
     from ..data.sources import load_splits
-    from ..embedded import load_base_model, load_tokenizer
+    from ..embedded import load_tokenizer
     from ..peft_model import HyperPeftModel
     from ..profiles.builder import build_profiles
     from ..training import HyperSFTTrainer
-    from ..training.recipes import sft_rows
+    from ..training.recipes import load_training_base, sft_rows
 
-    run, hyper, args = parsed[None], parsed["hyper"], parsed["training"]
-    splits = load_splits(parsed["data"], args.output_dir, hyper.profile_encoder, args.seed)
+    run, hyper, args, data = parsed[None], parsed["hyper"], parsed["training"], parsed["data"]
+    # Generated rows and the summary cache go to `_work`: the Trainer's Hub uploads skip names that start with `_`,
+    # so pushing the output folder uploads the checkpoint, never the data.
+    workdir = Path(args.output_dir) / "_work"
+    splits = load_splits(data, workdir, hyper.profile_encoder, args.seed)
     if "train" not in splits:
         raise ValueError(f"The data has no `train` split (it has {sorted(splits)}).")
-    splits = build_profiles(splits, parsed["profiles"], args.output_dir, args.seed)
-    model = HyperPeftModel(load_base_model(run.base_model), hyper)
+    splits = build_profiles(splits, parsed["profiles"], workdir, args.seed)
+    if args.dataset_description is None:
+        where = "hyperpeft's synthetic users" if data.source == "synthetic" else f"`{data.path}`"
+        users = len(set(splits["train"]["user_id"]))
+        args.dataset_description = f"{data.source} data from {where}: {len(splits['train'])} rows of {users} users"
+    model = HyperPeftModel(load_training_base(run.base_model, run.train_dtype, run.attn_implementation), hyper)
     eval_split = next((s for s in ("dev", "test_random") if s in splits), None)
     trainer = HyperSFTTrainer(
         model=model,
@@ -83,11 +102,16 @@ def _inside_launcher() -> bool:
     return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> dict:
+    """The command line read into one dataclass per section (`SystemExit` naming a bad key, flag or value)."""
     from .arguments import parse_config
 
+    return parse_config(sections(), argv, "hyperpeft train", (__doc__ or "").split("\n\n")[0])
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[2:] if argv is None else argv
-    parsed = parse_config(sections(), argv, "hyperpeft train", (__doc__ or "").split("\n\n")[0])
+    parsed = parse_args(argv)
     run = parsed[None]
     if run.num_processes > 1 and not _inside_launcher():
         return subprocess.call(launch_command(argv, run.num_processes, run.accelerate_config))

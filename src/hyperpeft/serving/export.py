@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .._validation import check_int
 from .._version import __version__
 from ..adapter_cache import profile_key
+from ..cards import adapter_card
 from ..checkpoint import (
     WEIGHTS_NAME,
     lora_folder_files,
@@ -126,7 +127,8 @@ def export_adapters(
             with torch.no_grad():
                 states = model.lora_state_dicts([users[u] for u in chunk])
             for user_id, state in zip(chunk, states):
-                write_new_folder(out / folders[user_id], lora_folder_files(lora_config, state))
+                card = str(adapter_card(lora_config, user_id, source))
+                write_new_folder(out / folders[user_id], lora_folder_files(lora_config, state, card))
             progress.update(len(chunk))
     previous = _read_manifest(out)
     config = model.hyper_config

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
+from ..cards import adapter_card
 from ..checkpoint import (
     WEIGHTS_NAME,
     lora_folder_files,
@@ -82,6 +83,7 @@ class UserAdapters:
         profile_encoder: ProfileEncoder | None = None,
     ) -> None:
         folder = resolve_checkpoint(checkpoint)
+        self.checkpoint = str(checkpoint)
         self.users_path = Path(users)
         self.adapter_dir = Path(adapter_dir)
         self.zero_adapter_name = zero_adapter_name
@@ -121,14 +123,16 @@ class UserAdapters:
         for one user generate once.
         """
         if self.zero_adapter_name is not None and name == self.zero_adapter_name:
-            return self._write_once(f"{name}-zero-{self._fingerprint[:16]}", self._zero_state)
+            return self._write_once(f"{name}-zero-{self._fingerprint[:16]}", self._zero_state, card=None)
         profile = self.profile(name) if USER_ID_PATTERN.fullmatch(name) else None
         if profile is None:
             self.stats.unknown += 1
             return None
-        return self._write_once(adapter_folder_name(name, self._fingerprint, profile), lambda: self._generate(profile))
+        card = str(adapter_card(self.lora_config, name, self.checkpoint))
+        folder_name = adapter_folder_name(name, self._fingerprint, profile)
+        return self._write_once(folder_name, lambda: self._generate(profile), card)
 
-    def _write_once(self, folder_name: str, make_state) -> Path:
+    def _write_once(self, folder_name: str, make_state, card: str | None) -> Path:
         folder = self.adapter_dir / folder_name
         with self._locks_lock:
             lock = self._folder_locks[folder_name]
@@ -136,7 +140,7 @@ class UserAdapters:
             if (folder / WEIGHTS_NAME).is_file():
                 self.stats.reused += 1
                 return folder
-            write_new_folder(folder, lora_folder_files(self.lora_config, make_state()))
+            write_new_folder(folder, lora_folder_files(self.lora_config, make_state(), card))
             self.stats.generated += 1
             logger.info("hyperpeft: wrote the adapter %s", folder)
         return folder

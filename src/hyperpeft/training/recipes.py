@@ -34,7 +34,7 @@ def training_defaults(output_dir: str, **overrides: Any) -> dict[str, Any]:
         max_grad_norm=1.0,
         save_strategy="no",
         report_to=[],
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
         max_length=256,

@@ -23,8 +23,9 @@ from transformers import trainer_utils
 from trl import SFTConfig, SFTTrainer
 
 from .._validation import check_int
+from ..cards import checkpoint_card
 from ..checkpoint import read_weights, write_files_atomically
-from ..peft_model import HyperPeftModel, model_card
+from ..peft_model import HyperPeftModel
 from .collator import HyperDataCollator
 from .sampler import TaskBalancedSampler, check_task_weights
 from .state import (
@@ -66,9 +67,14 @@ class HyperSFTConfig(SFTConfig):
             it, tasks are drawn with probability proportional to the square root of their number of rows (the
             paper's choice) and share each batch evenly.
 
+    Parameters that control the model card:
+        dataset_description (`str`, *optional*): what the training data is, written in the model card that
+            `save_model` writes to `output_dir` (e.g. "LaMP-2M train split, 3,000 users").
+
     <Tip>
 
-    Defaults that differ from `SFTConfig`, following the paper: `learning_rate=2e-5`,
+    Defaults that differ from `SFTConfig`: `logging_steps=0.1` (the loss is logged ten times in any run), and,
+    following the paper, `learning_rate=2e-5`,
     `per_device_train_batch_size=8` with `gradient_accumulation_steps=4` (batch 32), `bf16=False` unless set (the
     hypernetwork trains in fp32; the base model keeps its dtype), and `packing=False`, `padding_free=False` enforced
     (either would put several users in one row). `2e-5` suits ~20k GPU steps; short CPU runs need a higher rate
@@ -83,6 +89,19 @@ class HyperSFTConfig(SFTConfig):
     )
     task_column: str = field(default="task", metadata={"help": "Column naming each row's task."})
     tasks_per_batch: int = field(default=4, metadata={"help": "Number of tasks mixed in every batch."})
+    # TRL sets the deprecated name to True, which makes transformers warn on every config; the default is TRL's
+    # (True, in __post_init__), set under the new name, and the old one warns only when it is really passed.
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated alias of `activation_checkpointing` (transformers 5).",
+            "nargs": "?",
+            "const": True,
+        },
+    )
+    dataset_description: str | None = field(
+        default=None, metadata={"help": "What the training data is, for the model card written to output_dir."}
+    )
     task_weights: dict | str | None = field(
         default=None,
         metadata={"help": "Each task's share of a batch's rows, e.g. '{\"rating\": 2.0}' (JSON on a command line)."},
@@ -95,6 +114,10 @@ class HyperSFTConfig(SFTConfig):
         },
     )
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (paper: 2e-5)."})
+    logging_steps: float = field(
+        default=0.1,
+        metadata={"help": "Log every N steps, or below 1 a fraction of the run (0.1: ten times, however long it is)."},
+    )
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Rows per device and step."})
     gradient_accumulation_steps: int = field(default=4, metadata={"help": "Steps accumulated per update."})
     bf16: bool | None = field(default=False, metadata={"help": "Mixed precision bf16 (off by default)."})
@@ -111,6 +134,8 @@ class HyperSFTConfig(SFTConfig):
             except json.JSONDecodeError as error:
                 raise ValueError(f"`task_weights` should be a JSON object but is {self.task_weights!r}.") from error
         check_task_weights(self.task_weights)
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = True  # TRL's default, under transformers' name for it
         super().__post_init__()
 
 
@@ -277,19 +302,28 @@ class HyperSFTTrainer(TrainingArgsAsJsonMixin, TaskBalancedBatchesMixin, RowMean
             self.model.base_model.release_profile()
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None) -> None:
-        """Write the checkpoint's model card: base model, encoder, tasks, steps and the latest evaluation numbers."""
+        """
+        Write the checkpoint's model card (`huggingface_hub.ModelCard`) to `output_dir`: base model, encoder, the
+        training data (`dataset_name`: a description, or the Hub id of a dataset), rows per task, steps and the
+        latest evaluation numbers. `save_model` writes it after training; `push_to_hub` uploads it.
+        """
         if not self.is_world_process_zero():
             return
         training: dict[str, object] = {"steps": self.state.global_step}
-        if self.train_dataset is not None and self.args.task_column in self.train_dataset.column_names:
-            training["tasks"] = dict(sorted(Counter(self.train_dataset[self.args.task_column]).items()))
         if dataset_name:
             training["dataset"] = dataset_name
+        if self.train_dataset is not None and self.args.task_column in self.train_dataset.column_names:
+            training["rows per task"] = dict(sorted(Counter(self.train_dataset[self.args.task_column]).items()))
         evaluation = [log for log in self.state.log_history if any(k.startswith("eval_") for k in log)]
         if evaluation:
             training["evaluation"] = {k: v for k, v in evaluation[-1].items() if k.startswith("eval_")}
-        card = model_card(self.model.hyper_config, training)
-        write_files_atomically(self.args.output_dir, {"README.md": card.encode()})
+        card = checkpoint_card(self.model.hyper_config, training)
+        write_files_atomically(self.args.output_dir, {"README.md": str(card).encode()})
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if output_dir is None or Path(output_dir) == Path(self.args.output_dir):  # the training's own folder
+            self.create_model_card(dataset_name=self.args.dataset_description)
 
     # Checkpoints hold no pickles: optimizer, scheduler and RNG states go to safetensors and JSON (training_state.py).
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
