@@ -94,12 +94,13 @@ def _resolve_task_name(task_name: str | None, default: str) -> str:
     return name
 
 
-# Below this many items a loop is quick and a progress bar would only be noise.
+# Below this many items a loop is quick and a progress bar would only be noise; above it, the bar appears only once
+# the loop has run for a second, so a fast loop never leaves a 0% bar in a log.
 _PROGRESS_MIN_ITEMS = 500
 
 
 def _progress(items: list, desc: str):
-    return logging.tqdm(items, desc=desc, leave=False, disable=len(items) < _PROGRESS_MIN_ITEMS)
+    return logging.tqdm(items, desc=desc, leave=False, delay=1.0, disable=len(items) < _PROGRESS_MIN_ITEMS)
 
 
 def _warn_unused_keys(path: Path, unused: Counter) -> None:
