@@ -158,5 +158,18 @@ def test_every_method_end_to_end_on_a_tiny_model(tmp_path):
     assert set(result["prep_s_per_user"]) == {"p2p", "oppu"} and len(result["prep_s_per_user"]["oppu"]) == 6
     assert set(report["results"]["k_sweep"]["scores"]["rag"]) == {1}
     assert set(report["results"]["ablations"]["scores"]) == {"full", "random_user"}
+    for method, by_task in result["intervals"].items():  # every score has its interval over users
+        for task, intervals in by_task.items():
+            shown = {m for m, v in result["scores"][method][task].items() if m not in ("n", "unparseable", "judged")}
+            assert shown - {"judge", "judge_unparseable"} <= set(intervals)
+            for metric, (low, high) in intervals.items():
+                assert low <= result["scores"][method][task][metric] + 1e-9 and low <= high
+    assert "attribution_mrr" in result["scores"]["base"]["synthetic-style"]
+    compared = {(t["method"], t["against"]) for tests in result["paired"].values() for t in tests}
+    assert ("p2p_other_user", "p2p") in compared and any(m == "p2p" for m, _ in compared)
+    predictions = (tmp_path / "out" / "predictions-test_random.jsonl").read_text().splitlines()
+    assert len(predictions) == 6 and set(json.loads(predictions[0])["answers"]) == set(METHODS)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "95% bootstrap interval" in text and "| excludes 0 |" in text
     assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "eval-adapter-prep.png").exists()
     assert (tmp_path / "work" / "p2p" / "adapter_config.json").exists()  # trained here, reusable next time

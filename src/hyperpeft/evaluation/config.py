@@ -59,8 +59,16 @@ class EvalArguments:
     max_new_tokens: int | None = field(default=None, metadata={"help": "Answer length (default: per task kind)."})
     context_tokens: int = field(default=512, metadata={"help": "Token budget of the RAG and PAG context blocks."})
     history_tokens: int = field(default=1024, metadata={"help": "Token budget of the full-history block."})
+    bootstrap_samples: int = field(
+        default=1000, metadata={"help": "Resamples of users for the bootstrap intervals and paired tests (0: none)."}
+    )
+    attribution_encoder: str | None = field(
+        default="all-minilm-l6-v2",
+        metadata={"help": "Sentence encoder of the author attribution of generated texts (null: no attribution)."},
+    )
 
     def __post_init__(self) -> None:
+        check_int("bootstrap_samples", self.bootstrap_samples, minimum=0)
         for name in ("users_per_task", "queries_per_user", "max_new_tokens"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name))

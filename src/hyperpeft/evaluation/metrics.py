@@ -55,67 +55,102 @@ def parse_rating(answer: str, labels: Sequence[str] = ("1", "2", "3", "4", "5"))
     return None
 
 
-def classification_scores(answers: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """Accuracy and macro-F1 over the task's labels; unparseable answers are wrong."""
-    from sklearn.metrics import f1_score
-
-    predicted = [parse_label(a, labels) for a in answers]
-    unparseable = sum(p is None for p in predicted)
-    predicted = [p if p is not None else "<unparseable>" for p in predicted]
-    gold_labels = [parse_label(g, labels) or g for g in golds]
-    accuracy = sum(p == g for p, g in zip(predicted, gold_labels)) / max(len(golds), 1)
-    present = sorted(set(gold_labels) | (set(predicted) - {"<unparseable>"}))
-    f1 = f1_score(gold_labels, predicted, labels=present, average="macro", zero_division=0)
-    return {"accuracy": accuracy, "f1": float(f1), "unparseable": unparseable, "n": len(golds)}
-
-
-def rating_scores(answers: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """MAE and RMSE; an unparseable answer counts as the worst possible error for its gold rating."""
-    values = sorted(int(label) for label in labels)
-    errors, unparseable = [], 0
+def classification_rows(answers: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> list[dict]:
+    """Each answer's parsed label (`None`: unparseable), its gold label and whether it is right."""
+    rows = []
     for answer, gold in zip(answers, golds):
-        truth = int(gold)
-        predicted = parse_rating(answer, labels)
-        if predicted is None:
-            unparseable += 1
-            errors.append(max(truth - values[0], values[-1] - truth))
-        else:
-            errors.append(abs(predicted - truth))
-    n = max(len(errors), 1)
-    return {
-        "mae": sum(errors) / n,
-        "rmse": math.sqrt(sum(e * e for e in errors) / n),
-        "unparseable": unparseable,
-        "n": len(errors),
-    }
+        predicted, truth = parse_label(answer, labels), parse_label(gold, labels) or gold
+        rows.append({"predicted": predicted, "gold": truth, "correct": float(predicted == truth)})
+    return rows
 
 
-def generation_scores(answers: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1 and ROUGE-L F-measures (rouge-score, with stemming)."""
+def rating_rows(answers: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> list[dict]:
+    """Each answer's absolute error; an unparseable answer counts as the worst possible error for its gold rating."""
+    values = sorted(int(label) for label in labels)
+    rows = []
+    for answer, gold in zip(answers, golds):
+        truth, predicted = int(gold), parse_rating(answer, labels)
+        worst = max(truth - values[0], values[-1] - truth)
+        error = worst if predicted is None else abs(predicted - truth)
+        rows.append({"predicted": predicted, "error": float(error), "unparseable": predicted is None})
+    return rows
+
+
+def generation_rows(answers: Sequence[str], golds: Sequence[str]) -> list[dict]:
+    """Each answer's ROUGE-1 and ROUGE-L F-measures against its gold text (rouge-score, with stemming)."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
     scores = [scorer.score(gold, answer) for answer, gold in zip(answers, golds)]
-    n = max(len(scores), 1)
-    return {
-        "rouge1": sum(s["rouge1"].fmeasure for s in scores) / n,
-        "rougeL": sum(s["rougeL"].fmeasure for s in scores) / n,
-        "n": len(scores),
-    }
+    return [{"rouge1": s["rouge1"].fmeasure, "rougeL": s["rougeL"].fmeasure} for s in scores]
 
 
-def score_task(task: str, answers: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
-    """Score answers for `task` with the metrics of its kind."""
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(len(values), 1)
+
+
+def aggregate_rows(kind: str, rows: Sequence[dict]) -> dict[str, float]:
+    """
+    A task's metrics from its rows' scores (as `*_rows` give them): accuracy and macro-F1, MAE and RMSE, or mean
+    ROUGE; plus the author attribution's accuracy@1 and MRR where rows carry it. The bootstrap calls it on resamples.
+    """
+    n = len(rows)
+    if kind == CLASSIFICATION:
+        from sklearn.metrics import f1_score
+
+        predicted = [r["predicted"] if r["predicted"] is not None else "<unparseable>" for r in rows]
+        golds = [r["gold"] for r in rows]
+        present = sorted(set(golds) | (set(predicted) - {"<unparseable>"}))
+        f1 = f1_score(golds, predicted, labels=present, average="macro", zero_division=0) if rows else 0.0
+        unparseable = sum(r["predicted"] is None for r in rows)
+        scores = {"accuracy": _mean([r["correct"] for r in rows]), "f1": float(f1), "unparseable": unparseable}
+    elif kind == RATING:
+        errors = [r["error"] for r in rows]
+        scores = {"mae": _mean(errors), "rmse": math.sqrt(_mean([e * e for e in errors]))}
+        scores["unparseable"] = sum(r["unparseable"] for r in rows)
+    elif kind == GENERATION:
+        scores = {"rouge1": _mean([r["rouge1"] for r in rows]), "rougeL": _mean([r["rougeL"] for r in rows])}
+    else:
+        raise ValueError(f"Unknown metric kind {kind!r}; expected one of {CLASSIFICATION}, {RATING}, {GENERATION}.")
+    attributed = [r for r in rows if r.get("attribution_rank") is not None]
+    if attributed:
+        scores["attribution_acc1"] = _mean([float(r["attribution_rank"] == 1) for r in attributed])
+        scores["attribution_mrr"] = _mean([1.0 / r["attribution_rank"] for r in attributed])
+    return {**scores, "n": n}
+
+
+def classification_scores(answers: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 over the task's labels; unparseable answers are wrong."""
+    return aggregate_rows(CLASSIFICATION, classification_rows(answers, golds, labels))
+
+
+def rating_scores(answers: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """MAE and RMSE; an unparseable answer counts as the worst possible error for its gold rating."""
+    return aggregate_rows(RATING, rating_rows(answers, golds, labels))
+
+
+def generation_scores(answers: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1 and ROUGE-L F-measures (rouge-score, with stemming)."""
+    return aggregate_rows(GENERATION, generation_rows(answers, golds))
+
+
+def score_rows(task: str, answers: Sequence[str], golds: Sequence[str]) -> list[dict]:
+    """Each answer's scores for `task`, with the metrics of its kind (what [`aggregate_rows`] averages)."""
     if len(answers) != len(golds):
         raise ValueError(f"Got {len(answers)} answers for {len(golds)} gold outputs of task {task!r}.")
     spec = get_task(task)
     if spec.metric == CLASSIFICATION:
-        return classification_scores(answers, golds, spec.labels)
+        return classification_rows(answers, golds, spec.labels)
     if spec.metric == RATING:
-        return rating_scores(answers, golds, spec.labels)
+        return rating_rows(answers, golds, spec.labels)
     if spec.metric == GENERATION:
-        return generation_scores(answers, golds)
+        return generation_rows(answers, golds)
     raise ValueError(f"Task {task!r} has an unknown metric kind {spec.metric!r}.")
+
+
+def score_task(task: str, answers: Sequence[str], golds: Sequence[str]) -> dict[str, float]:
+    """Score answers for `task` with the metrics of its kind."""
+    return aggregate_rows(get_task(task).metric, score_rows(task, answers, golds))
 
 
 # The headline number of each kind, and whether higher is better: used for tables and "best in bold".

@@ -16,8 +16,11 @@ from .metrics import HEADLINE
 SHOWN = {
     CLASSIFICATION: (("accuracy", True), ("f1", True)),
     RATING: (("mae", False), ("rmse", False)),
-    GENERATION: (("rouge1", True), ("rougeL", True), ("judge", True)),
-}
+    GENERATION: (
+        ("rouge1", True), ("rougeL", True), ("judge", True), ("attribution_acc1", True), ("attribution_mrr", True)
+    ),
+}  # fmt: skip
+METRIC_NAMES = {"attribution_acc1": "author acc@1", "attribution_mrr": "author MRR"}
 NAMES = {
     "base": "Base", "rag": "RAG", "pag": "PAG", "full_history": "Full history", "mt_lora": "MT-LoRA",
     "oppu": "OPPU", "p2p": "P2P", "p2p_other_user": "P2P, another user's profile",
@@ -27,15 +30,20 @@ NAMES = {
 }  # fmt: skip
 
 
-def _cell(value: float | None, best: bool) -> str:
+def _cell(value: float | None, best: bool, interval: list[float] | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    text = f"{value:.3f}"
-    return f"**{text}**" if best else text
+    text = f"**{value:.3f}**" if best else f"{value:.3f}"
+    return f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else text
 
 
-def score_table(scores: dict[str, dict[str, dict]], columns: list[str] | None = None) -> list[str]:
-    """Rows (task, metric), one column per method (or ablation); the best of each row in bold."""
+def score_table(
+    scores: dict[str, dict[str, dict]], columns: list[str] | None = None, intervals: dict | None = None
+) -> list[str]:
+    """
+    Rows (task, metric), one column per method (or ablation); the best of each row in bold; with `intervals`
+    (method -> task -> metric -> [low, high]), each score followed by its 95% interval.
+    """
     columns = columns or list(scores)
     tasks = sorted({t for column in columns for t in scores[column]})
     lines = [
@@ -51,8 +59,9 @@ def score_table(scores: dict[str, dict[str, dict]], columns: list[str] | None = 
             best = max(present) if higher else min(present)
             arrow = "↑" if higher else "↓"
             ties_everywhere = len(set(present)) == 1  # nothing is best when all are equal
-            cells = [_cell(v, v is not None and not ties_everywhere and v == best) for v in values]
-            lines.append(f"| {task} | {metric} {arrow} | " + " | ".join(cells) + " |")
+            bounds = [(intervals or {}).get(c, {}).get(task, {}).get(metric) for c in columns]
+            cells = [_cell(v, v is not None and not ties_everywhere and v == best, b) for v, b in zip(values, bounds)]
+            lines.append(f"| {task} | {METRIC_NAMES.get(metric, metric)} {arrow} | " + " | ".join(cells) + " |")
         unparseable = [scores[c].get(task, {}).get("unparseable") for c in columns]
         if any(unparseable):
             lines.append(f"| {task} | unparseable | " + " | ".join(str(u) for u in unparseable) + " |")
@@ -87,9 +96,30 @@ def headline_table(report: dict[str, Any], ablations: tuple[str, ...] = ("p2p_ot
             cells = []
             for task, (metric, _) in headline.items():
                 value = scores[method][task][metric]
-                cells.append(f"**{value:.3f}**" if method not in ablations and value == best[task] else f"{value:.3f}")
+                interval = result.get("intervals", {}).get(method, {}).get(task, {}).get(metric)
+                cells.append(_cell(value, method not in ablations and value == best[task], interval))
             lines.append(f"| {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_table(paired: dict[str, list[dict]]) -> list[str]:
+    """The paired bootstraps: each comparison's difference, its 95% interval and whether the interval excludes 0."""
+    lines = [
+        "Paired bootstrap over users (the same users drawn for both methods): method minus the one it is compared "
+        "with; for MAE lower is better, for the others higher.",
+        "",
+        "| task | metric | method | against | difference | 95% interval | p | excludes 0 |",
+        "| --- | --- | --- | --- | ---: | --- | ---: | --- |",
+    ]
+    for task, tests in sorted(paired.items()):
+        for t in tests:
+            low, high = t["interval"]
+            lines.append(
+                f"| {task} | {METRIC_NAMES.get(t['metric'], t['metric'])} | {NAMES.get(t['method'], t['method'])} | "
+                f"{NAMES.get(t['against'], t['against'])} | {t['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] | "
+                f"{t['p']:.3f} | {'yes' if low > 0 or high < 0 else 'no'} |"
+            )
+    return lines
 
 
 def markdown_report(report: dict[str, Any]) -> str:
@@ -120,12 +150,17 @@ def markdown_report(report: dict[str, Any]) -> str:
         if split in ("k_sweep", "ablations") or not methods:
             continue
         lines += ["", f"## {split} ({result['rows']} rows, {result['users']} users)", ""]
-        lines += score_table(result["scores"], methods)
+        if result.get("intervals"):
+            samples = evaluation.get("bootstrap_samples")
+            lines += [f"Each score with its 95% bootstrap interval over users ({samples} resamples).", ""]
+        lines += score_table(result["scores"], methods, result.get("intervals"))
         times = result["inference_s_per_row"]
         lines.append("| time | inference ms / row | " + " | ".join(f"{1000 * times[m]:.0f}" for m in methods) + " |")
         prep = result["prep_s_per_user"]
         cells = [f"{sum(prep[m].values()) / len(prep[m]):.3f}" if prep.get(m) else "-" for m in methods]
         lines.append("| time | adapter prep s / user | " + " | ".join(cells) + " |")
+        if result.get("paired"):
+            lines += ["", *paired_table(result["paired"])]
         if result.get("activity") and len(result["activity"]["labels"]) > 1:
             activity = result["activity"]
             lines += ["", f"By history length ({', '.join(activity['labels'])} items):", ""]
@@ -158,10 +193,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_report(report: dict[str, Any], markdown: str, out: str | Path) -> None:
-    """`report.md` and `report.json` in `out`, written atomically."""
+def write_report(
+    report: dict[str, Any], markdown: str, out: str | Path, predictions: dict[str, list[dict]] | None = None
+) -> None:
+    """
+    `report.md`, `report.json` and, with `predictions` (split -> rows), one `predictions-<split>.jsonl` per split
+    (each row's input, gold output, every method's answer and its scores), all written atomically together.
+    """
     files = {
         "report.md": markdown.encode(),
         "report.json": (json.dumps(_jsonable(report), indent=2, ensure_ascii=False) + "\n").encode(),
     }
+    for split, rows in (predictions or {}).items():
+        lines = [json.dumps(_jsonable(row), ensure_ascii=False) for row in rows]
+        files[f"predictions-{split}.jsonl"] = ("\n".join(lines) + "\n").encode()
     write_files_atomically(out, files)

@@ -7,7 +7,12 @@
 3. for each test split, let every method answer the same evaluated rows, and score the answers per task (and by an
    LLM judge, for generated texts);
 4. the sweeps on one split: retrieved items k for P2P and RAG, and P2P's profile ablations;
-5. write `report.md`, `report.json` and the plots to `out`.
+5. write `report.md`, `report.json`, each split's per-row answers and scores (`predictions-<split>.jsonl`) and the
+   plots to `out`.
+
+Every score of a test split carries a 95% bootstrap interval over users, and P2P is compared with the best baseline
+(and its other-user ablation with P2P) by a paired bootstrap; generated texts are also scored by author
+attribution (see `hyperpeft.evaluation.attribution`).
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import torch
 from datasets import Dataset
 
 from .._version import __version__
-from ..data.tasks import get_task
+from ..data.tasks import GENERATION, get_task
+from .attribution import AuthorAttribution
 from .config import EvalConfig
 from .context import RunContext
 from .judge import judge_scores, make_judge
 from .methods import make_method
 from .methods.prompting import build_contexts, summary_of
-from .metrics import score_task
+from .metrics import HEADLINE, aggregate_rows, score_rows
+from .uncertainty import bootstrap_intervals, paired_difference, user_resamples
 
 
 def evaluate(config: EvalConfig, command: str | None = None, run: RunContext | None = None) -> dict[str, Any]:
@@ -46,10 +53,16 @@ def evaluate(config: EvalConfig, command: str | None = None, run: RunContext | N
         if info.get("train_s"):
             timings[f"{name}_train_s"] = info["train_s"]
     judge = make_judge(config.judge.judge_model)
+    encoder = None
+    if config.eval.attribution_encoder:
+        from ..encoder import ProfileEncoder
+
+        encoder = ProfileEncoder(config.eval.attribution_encoder)
     results: dict[str, Any] = {}
+    predictions: dict[str, list[dict]] = {}
     for split in _test_splits(config, run):
         rows = eval_rows(run.splits[split], config.eval.users_per_task, config.eval.queries_per_user)
-        results[split] = _evaluate_split(config, rows, methods, judge)
+        results[split], predictions[split] = _evaluate_split(config, rows, methods, judge, encoder)
     results.update(_sweeps(config, run))
     timings["total_s"] = time.perf_counter() - started
     report = {
@@ -68,7 +81,7 @@ def evaluate(config: EvalConfig, command: str | None = None, run: RunContext | N
     out = Path(config.run.out)
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = write_plots(report, out)
-    write_report(report, markdown_report(report), out)
+    write_report(report, markdown_report(report), out, predictions)
     return report
 
 
@@ -80,10 +93,17 @@ def _test_splits(config: EvalConfig, run: RunContext) -> list[str]:
     return splits
 
 
-def _evaluate_split(config: EvalConfig, rows: Dataset, methods: dict, judge) -> dict[str, Any]:
-    """Every method's answers to `rows`, their scores per task, timings and (when asked) history-length buckets."""
+def _evaluate_split(
+    config: EvalConfig, rows: Dataset, methods: dict, judge, encoder=None
+) -> tuple[dict[str, Any], list[dict]]:
+    """
+    Every method's answers to `rows`, their scores per task with intervals and paired tests, timings and (when asked)
+    history-length buckets; and the per-row predictions.
+    """
     answers = {name: method.answer(rows) for name, method in methods.items()}
-    scores = {name: scores_by_task(rows, a.answers) for name, a in answers.items()}
+    attribution = _attribution(rows, encoder)
+    per_row = {name: scored_rows(rows, a.answers, attribution) for name, a in answers.items()}
+    scores = {name: aggregate_by_task(rows, per_row[name]) for name in answers}
     if judge is not None:
         for name in config.judge.judge_methods or list(methods):
             _add_judge_scores(judge, rows, answers[name].answers, scores[name])
@@ -103,6 +123,8 @@ def _evaluate_split(config: EvalConfig, rows: Dataset, methods: dict, judge) -> 
             for i in range(min(4, len(rows)))
         ],  # fmt: skip
     }
+    if config.eval.bootstrap_samples:
+        result["intervals"], result["paired"] = _uncertainty(rows, per_row, scores, config)
     if config.sweeps.activity_buckets:
         bucket, labels = activity_buckets(rows, config.sweeps.activity_buckets)
         per_bucket = {}
@@ -112,7 +134,65 @@ def _evaluate_split(config: EvalConfig, rows: Dataset, methods: dict, judge) -> 
                 index = [i for i, x in enumerate(bucket) if x == b]
                 per_bucket[name].append(scores_by_task(rows.select(index), [a.answers[i] for i in index]))
         result["activity"] = {"labels": labels, "scores": per_bucket}
-    return result
+    predictions = [
+        {
+            "row": i, "id": rows["id"][i], "user_id": rows["user_id"][i], "task": rows["task"][i],
+            "input": rows["input"][i], "profile": rows["profile"][i] if "profile" in rows.column_names else None,
+            "gold": rows["output"][i],
+            "answers": {name: a.answers[i] for name, a in answers.items()},
+            "scores": {name: per_row[name][i] for name in answers},
+        }
+        for i in range(len(rows))
+    ]  # fmt: skip
+    return result, predictions
+
+
+def _attribution(rows: Dataset, encoder) -> dict[str, AuthorAttribution]:
+    """One author attribution per generation task, its candidates the task's evaluated users."""
+    if encoder is None:
+        return {}
+    found = {}
+    for task, index in _rows_by_task(rows).items():
+        if get_task(task).metric == GENERATION:
+            histories = [rows["history"][i] for i in index]
+            found[task] = AuthorAttribution(encoder, [rows["user_id"][i] for i in index], histories)
+    return found
+
+
+# Methods that are P2P or its ablations; the others are the baselines P2P is compared with.
+_P2P_METHODS = ("p2p", "p2p_other_user")
+
+
+def _uncertainty(rows: Dataset, per_row: dict, scores: dict, config: EvalConfig) -> tuple[dict, dict]:
+    """95% intervals of every score over users, and paired bootstraps: P2P against the best baseline of each
+    compared metric (the task's headline metric and the attribution), and P2P's other-user ablation against P2P."""
+    intervals: dict[str, dict] = {name: {} for name in per_row}
+    paired: dict[str, list[dict]] = {}
+    for task, index in _rows_by_task(rows).items():
+        kind = get_task(task).metric
+
+        def aggregate(task_rows: list[dict], kind: str = kind) -> dict:
+            return aggregate_rows(kind, task_rows)
+
+        users = [rows["user_id"][i] for i in index]
+        resamples = user_resamples(users, config.eval.bootstrap_samples, seed=config.run.seed)
+        task_rows = {name: [per_row[name][i] for i in index] for name in per_row}
+        for name, values in task_rows.items():
+            intervals[name][task] = bootstrap_intervals(values, aggregate, resamples)
+        headline, higher = HEADLINE[kind]
+        compared = [(headline, higher)] + [(m, True) for m in ("attribution_acc1", "attribution_mrr")]
+        paired[task] = []
+        for metric, higher in compared:
+            baselines = [n for n in per_row if n not in _P2P_METHODS and metric in scores[n][task]]
+            if not baselines or metric not in scores[next(iter(per_row))][task]:
+                continue
+            best = (max if higher else min)(baselines, key=lambda n: scores[n][task][metric])
+            pairs = [(n, best) for n in per_row if n == "p2p"]
+            pairs += [("p2p_other_user", "p2p")] if {"p2p", "p2p_other_user"} <= per_row.keys() else []
+            for method, against in pairs:
+                test = paired_difference(task_rows[method], task_rows[against], aggregate, metric, resamples)
+                paired[task].append({"method": method, "against": against, "metric": metric, **test})
+    return intervals, paired
 
 
 def _add_judge_scores(judge, rows: Dataset, answers: list[str], scores: dict[str, dict]) -> None:
@@ -184,15 +264,42 @@ def eval_rows(dataset: Dataset, users_per_task: int | None, queries_per_user: in
     return dataset.select(keep)
 
 
-def scores_by_task(rows: Dataset, answers: list[str]) -> dict[str, dict]:
-    """Each task's metrics of `answers` against the rows' gold outputs."""
+def _rows_by_task(rows: Dataset) -> dict[str, list[int]]:
     by_task: dict[str, list[int]] = {}
     for i, task in enumerate(rows["task"]):
         by_task.setdefault(task, []).append(i)
-    golds = rows["output"]
+    return by_task
+
+
+def scored_rows(
+    rows: Dataset, answers: list[str], attribution: dict[str, AuthorAttribution] | None = None
+) -> list[dict]:
+    """Each row's scores against its gold output, with the rank of its true author where `attribution` has its task."""
+    found: list[dict] = [{} for _ in range(len(rows))]
+    golds, users = rows["output"], rows["user_id"]
+    for task, index in _rows_by_task(rows).items():
+        task_answers = [answers[i] for i in index]
+        task_scores = score_rows(task, task_answers, [golds[i] for i in index])
+        if attribution and task in attribution:
+            ranks = attribution[task].ranks(task_answers, [users[i] for i in index])
+            for row_scores, rank in zip(task_scores, ranks):
+                row_scores["attribution_rank"] = rank
+        for i, row_scores in zip(index, task_scores):
+            found[i] = row_scores
+    return found
+
+
+def aggregate_by_task(rows: Dataset, per_row: list[dict]) -> dict[str, dict]:
+    """Each task's metrics from the rows' scores (as [`scored_rows`] gives them)."""
     return {
-        task: score_task(task, [answers[i] for i in idx], [golds[i] for i in idx]) for task, idx in by_task.items()
+        task: aggregate_rows(get_task(task).metric, [per_row[i] for i in index])
+        for task, index in _rows_by_task(rows).items()
     }
+
+
+def scores_by_task(rows: Dataset, answers: list[str]) -> dict[str, dict]:
+    """Each task's metrics of `answers` against the rows' gold outputs."""
+    return aggregate_by_task(rows, scored_rows(rows, answers))
 
 
 def activity_buckets(rows: Dataset, n_buckets: int) -> tuple[list[int], list[str]]:
@@ -220,4 +327,4 @@ def _versions() -> dict[str, str]:
     }  # fmt: skip
 
 
-__all__ = ["activity_buckets", "eval_rows", "evaluate", "scores_by_task"]
+__all__ = ["activity_buckets", "aggregate_by_task", "eval_rows", "evaluate", "scored_rows", "scores_by_task"]
