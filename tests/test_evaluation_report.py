@@ -70,6 +70,12 @@ def test_ties_everywhere_are_not_bold():
     assert "**" not in "\n".join(score_table(same))
 
 
+def test_an_ablation_is_never_the_best():
+    scores = {"p2p": {"LaMP-3": {"mae": 1.0, "rmse": 1.0}}, "p2p_other_user": {"LaMP-3": {"mae": 0.5, "rmse": 0.5}}}
+    table = "\n".join(score_table(scores, ablations=("p2p_other_user",)))
+    assert "| LaMP-3 | mae ↓ | 1.000 | 0.500 |" in table  # one method left to rank: nothing is bold
+
+
 def test_report_files_and_plots(tmp_path):
     report = _report()
     report["plots"] = write_plots(report, tmp_path)

@@ -38,11 +38,15 @@ def _cell(value: float | None, best: bool, interval: list[float] | None = None) 
 
 
 def score_table(
-    scores: dict[str, dict[str, dict]], columns: list[str] | None = None, intervals: dict | None = None
+    scores: dict[str, dict[str, dict]],
+    columns: list[str] | None = None,
+    intervals: dict | None = None,
+    ablations: tuple[str, ...] = (),
 ) -> list[str]:
     """
-    Rows (task, metric), one column per method (or ablation); the best of each row in bold; with `intervals`
-    (method -> task -> metric -> [low, high]), each score followed by its 95% interval.
+    Rows (task, metric), one column per method (or ablation); the best of each row in bold, not counting the
+    `ablations` (which are there to lose); with `intervals` (method -> task -> metric -> [low, high]), each score
+    followed by its 95% interval.
     """
     columns = columns or list(scores)
     tasks = sorted({t for column in columns for t in scores[column]})
@@ -54,13 +58,17 @@ def score_table(
         for metric, higher in SHOWN[get_task(task).metric]:
             values = [scores[c].get(task, {}).get(metric) for c in columns]
             present = [v for v in values if v is not None and not math.isnan(v)]
+            ranked = [v for c, v in zip(columns, values) if c not in ablations and v is not None and not math.isnan(v)]
             if not present:
                 continue
-            best = max(present) if higher else min(present)
+            best = (max(ranked) if higher else min(ranked)) if ranked else None
             arrow = "↑" if higher else "↓"
-            ties_everywhere = len(set(present)) == 1  # nothing is best when all are equal
+            ties_everywhere = len(set(ranked)) <= 1  # nothing is best when all are equal
             bounds = [(intervals or {}).get(c, {}).get(task, {}).get(metric) for c in columns]
-            cells = [_cell(v, v is not None and not ties_everywhere and v == best, b) for v, b in zip(values, bounds)]
+            cells = [
+                _cell(v, c not in ablations and v is not None and not ties_everywhere and v == best, b)
+                for c, v, b in zip(columns, values, bounds)
+            ]
             lines.append(f"| {task} | {METRIC_NAMES.get(metric, metric)} {arrow} | " + " | ".join(cells) + " |")
         unparseable = [scores[c].get(task, {}).get("unparseable") for c in columns]
         if any(unparseable):
@@ -153,7 +161,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         if result.get("intervals"):
             samples = evaluation.get("bootstrap_samples")
             lines += [f"Each score with its 95% bootstrap interval over users ({samples} resamples).", ""]
-        lines += score_table(result["scores"], methods, result.get("intervals"))
+        lines += score_table(result["scores"], methods, result.get("intervals"), ablations=("p2p_other_user",))
         times = result["inference_s_per_row"]
         lines.append("| time | inference ms / row | " + " | ".join(f"{1000 * times[m]:.0f}" for m in methods) + " |")
         prep = result["prep_s_per_user"]
@@ -166,7 +174,7 @@ def markdown_report(report: dict[str, Any]) -> str:
             lines += ["", f"By history length ({', '.join(activity['labels'])} items):", ""]
             for b, label in enumerate(activity["labels"]):
                 per = {m: activity["scores"][m][b] for m in methods}
-                lines += ["", f"History {label} items:", ""] + score_table(per, methods)
+                lines += ["", f"History {label} items:", ""] + score_table(per, methods, ablations=("p2p_other_user",))
     if "k_sweep" in results:
         sweep = results["k_sweep"]
         lines += ["", f"## Retrieved items k ({sweep['split']})", ""]
