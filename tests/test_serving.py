@@ -69,7 +69,7 @@ def test_health_and_models(server):
         client.models.retrieve("nobody")
 
 
-def test_interleaved_concurrent_users_each_get_their_single_user_answer(server):
+def test_interleaved_concurrent_users_each_get_their_single_user_answer_streamed_or_not(server):
     client, app, model, tokenizer, _ = server
     requests = []
     for prompt in PROMPTS:
@@ -80,22 +80,28 @@ def test_interleaved_concurrent_users_each_get_their_single_user_answer(server):
     assert expected[("alice", PROMPTS[0], 6)] != expected[(None, PROMPTS[0], 6)]
     steps_before = len(app.state.engine.stats.rows_per_step)
 
-    def send(request):
-        user, prompt, max_tokens = request
+    def send(indexed):
+        index, (user, prompt, max_tokens) = indexed
         # the three ways to name a user: `model` (vLLM's), `user_id` held by the server, or a `profile` text sent
         who = {"model": "alice"} if user == "alice" else {"model": "tiny-llama"}
         extra = {"profile": USERS["bob"]} if user == "bob" else {}
-        return client.completions.create(
-            prompt=prompt, max_tokens=max_tokens, temperature=0, extra_body=extra, **who
-        )  # fmt: skip
+        ask = dict(prompt=prompt, max_tokens=max_tokens, temperature=0, extra_body=extra, **who)
+        if index % 2:  # every other request streams, in the same batches as the others
+            text, usage = "", None
+            for chunk in client.completions.create(**ask, stream=True, stream_options={"include_usage": True}):
+                text += chunk.choices[0].text if chunk.choices else ""
+                usage = chunk.usage or usage
+            return text, usage.completion_tokens
+        answer = client.completions.create(**ask)
+        assert answer.object == "text_completion"
+        return answer.choices[0].text, answer.usage.completion_tokens
 
     for _ in range(2):
         with ThreadPoolExecutor(len(requests)) as pool:
-            answers = list(pool.map(send, requests))
-        for request, answer in zip(requests, answers):
-            assert answer.object == "text_completion"
-            assert answer.choices[0].text == text_of(tokenizer, expected[request]), request
-            assert answer.usage.completion_tokens == len(expected[request])
+            answers = list(pool.map(send, enumerate(requests)))
+        for request, (text, tokens) in zip(requests, answers):
+            assert text == text_of(tokenizer, expected[request]), request
+            assert tokens == len(expected[request])
     assert max(app.state.engine.stats.rows_per_step[steps_before:]) > 1  # several users really shared one step
 
 
