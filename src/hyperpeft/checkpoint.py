@@ -84,13 +84,7 @@ def write_files_atomically(directory: str | os.PathLike, files: dict[str, bytes]
     staged: dict[str, Path] = {}
     try:
         for name, content in files.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-            staged[name] = Path(tmp)
-            os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; a server running as another user must read them
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
+            staged[name] = _stage(directory, f".{name}.", content)
         journal = {
             name: {"staged": tmp.name, "sha256": hashlib.sha256(files[name]).hexdigest()}
             for name, tmp in staged.items()
@@ -112,13 +106,23 @@ def _journal_name(files: dict[str, bytes]) -> str:
     return f".hyperpeft-journal-{names}.json"
 
 
+def _stage(directory: Path, prefix: str, content: bytes) -> Path:
+    """`content` in a new temporary file of `directory`, flushed to disk (removed again if writing fails)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; a server running as another user must read them
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
 def _write_journal(path: Path, journal: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(json.dumps(journal).encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    os.replace(_stage(path.parent, f"{path.name}.", json.dumps(journal).encode()), path)
     _fsync_folder(path.parent)
 
 

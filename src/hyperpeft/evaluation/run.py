@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import platform
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,26 +170,21 @@ def _uncertainty(rows: Dataset, per_row: dict, scores: dict, config: EvalConfig)
     intervals: dict[str, dict] = {name: {} for name in per_row}
     paired: dict[str, list[dict]] = {}
     for task, index in _rows_by_task(rows).items():
-        kind = get_task(task).metric
-
-        def aggregate(task_rows: list[dict], kind: str = kind) -> dict:
-            return aggregate_rows(kind, task_rows)
-
+        aggregate = partial(aggregate_rows, get_task(task).metric)
         users = [rows["user_id"][i] for i in index]
         resamples = user_resamples(users, config.eval.bootstrap_samples, seed=config.run.seed)
         task_rows = {name: [per_row[name][i] for i in index] for name in per_row}
         for name, values in task_rows.items():
             intervals[name][task] = bootstrap_intervals(values, aggregate, resamples)
-        headline, higher = HEADLINE[kind]
+        headline, higher = HEADLINE[get_task(task).metric]
         compared = [(headline, higher)] + [(m, True) for m in ("attribution_acc1", "attribution_mrr")]
         paired[task] = []
         for metric, higher in compared:
             baselines = [n for n in per_row if n not in _P2P_METHODS and metric in scores[n][task]]
-            if not baselines or metric not in scores[next(iter(per_row))][task]:
+            if not baselines or "p2p" not in per_row or metric not in scores["p2p"][task]:
                 continue
             best = (max if higher else min)(baselines, key=lambda n: scores[n][task][metric])
-            pairs = [(n, best) for n in per_row if n == "p2p"]
-            pairs += [("p2p_other_user", "p2p")] if {"p2p", "p2p_other_user"} <= per_row.keys() else []
+            pairs = [("p2p", best)] + ([("p2p_other_user", "p2p")] if "p2p_other_user" in per_row else [])
             for method, against in pairs:
                 test = paired_difference(task_rows[method], task_rows[against], aggregate, metric, resamples)
                 paired[task].append({"method": method, "against": against, "metric": metric, **test})
