@@ -54,6 +54,8 @@ def perturb(model, seed: int = 1, std: float = 0.5) -> None:
         for head in model.hypernetwork.heads.values():
             head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std)
             head.bias.copy_(torch.randn(head.bias.shape, generator=generator) * std)
+        for shared in (model.hypernetwork.shared or {}).values():
+            shared.copy_(torch.randn(shared.shape, generator=generator) * std)
 
 
 def profiles(n: int, seed: int = 2) -> torch.Tensor:

@@ -17,15 +17,17 @@ from hyperpeft import HyperLoraConfig, HyperPeftModel
 from hyperpeft.checkpoint import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 
 
-def trained_model(arch: str = "llama") -> HyperPeftModel:
-    model = HyperPeftModel(make_base(arch), HyperLoraConfig(r=4, profile_dim=PROFILE_DIM)).eval()
+def trained_model(arch: str = "llama", shared_lora: bool = False) -> HyperPeftModel:
+    config = HyperLoraConfig(r=4, profile_dim=PROFILE_DIM, shared_lora=shared_lora)
+    model = HyperPeftModel(make_base(arch), config).eval()
     perturb(model)
     model.hypernetwork.set_profile_statistics(profiles(10, seed=9) * 3 + 1)
     return model
 
 
-def test_save_load_reproduces_outputs_bit_for_bit(tmp_path, arch):
-    model = trained_model(arch)
+@pytest.mark.parametrize("shared_lora", [False, True])
+def test_save_load_reproduces_outputs_bit_for_bit(tmp_path, arch, shared_lora):
+    model = trained_model(arch, shared_lora)
     ids = torch.randint(3, 96, (2, 6), generator=torch.Generator().manual_seed(0))
     users = profiles(2)
     expected = model(input_ids=ids, profile_embeddings=users).logits

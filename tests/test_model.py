@@ -27,9 +27,10 @@ def batch(rows: int = 3, length: int = 7, seed: int = 3) -> tuple[torch.Tensor, 
     return ids, mask
 
 
-def test_identity_at_init(arch):
+@pytest.mark.parametrize("shared_lora", [False, True])
+def test_identity_at_init(arch, shared_lora):
     reference = make_base(arch)
-    model = build(arch)
+    model = build(arch, shared_lora=shared_lora)
     ids, mask = batch()
     expected = reference(input_ids=ids, attention_mask=mask).logits
     got = model(input_ids=ids, attention_mask=mask, profile_embeddings=profiles(3)).logits
@@ -116,8 +117,9 @@ def test_generate_with_beams_keeps_each_rows_profile():
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_gradients_reach_every_hypernetwork_parameter_and_no_base_parameter(arch, checkpointing):
-    model = build(arch)
+@pytest.mark.parametrize("shared_lora", [False, True])
+def test_gradients_reach_every_hypernetwork_parameter_and_no_base_parameter(arch, checkpointing, shared_lora):
+    model = build(arch, shared_lora=shared_lora)
     model.train()
     if checkpointing:
         model.gradient_checkpointing_enable()

@@ -292,3 +292,73 @@ def test_only_the_direction_of_an_embedding_counts(method):
     rng = np.random.default_rng(1)
     scaled = {u: v * rng.uniform(0.1, 50.0) for u, v in vectors.items()}
     assert select_test_users(ids, scaled, method, n_test=8) == select_test_users(ids, vectors, method, n_test=8)
+
+
+def _activity_rows(counts: list[int]) -> Dataset:
+    users = [f"u{i}" for i, n in enumerate(counts) for _ in range(n)]
+    return Dataset.from_dict(
+        {"user_id": users, "task": ["EC"] * len(users), "id": [str(i) for i in range(len(users))]}
+    )
+
+
+def test_kfold_makes_every_user_a_test_user_exactly_once_with_like_shares_of_rows():
+    from hyperpeft.data.splits import kfold_split
+
+    counts = [82, 70, 66, 58, 33, 21, 19, 14, 12, 10, 9, 5, 3, 3, 2, 2, 1, 1, 1, 1]  # skewed, as real users are
+    rows = _activity_rows(counts)
+    tested: list[str] = []
+    shares = []
+    for fold in range(3):
+        train, test = kfold_split(rows, folds=3, fold=fold, seed=4)
+        assert not set(train["user_id"]) & set(test["user_id"])
+        assert len(train) + len(test) == len(rows)
+        tested += sorted(set(test["user_id"]))
+        shares.append(len(test))
+    assert sorted(tested) == sorted(set(rows["user_id"]))  # each once
+    # dealt by activity: 413 rows fall 133/136/144 (dealing each run of 3 in a random order can put 68 rows between
+    # two folds), and the users 7/7/6
+    assert max(shares) - min(shares) <= 12
+    assert sorted(len(set(kfold_split(rows, folds=3, fold=f, seed=4)[1]["user_id"])) for f in range(3)) == [6, 7, 7]
+    same = kfold_split(rows, folds=3, fold=1, seed=4)[1]["user_id"]
+    assert same == kfold_split(rows, folds=3, fold=1, seed=4)[1]["user_id"]  # reproducible
+    assert any(
+        set(kfold_split(rows, folds=3, fold=1, seed=s)[1]["user_id"]) != set(same) for s in range(5, 10)
+    )  # the seed draws the folds
+
+
+def test_kfold_bad_arguments_are_named():
+    from hyperpeft.data.splits import kfold_split
+
+    rows = _activity_rows([2, 2, 2])
+    with pytest.raises(ValueError, match="`folds` should be at least 2"):
+        kfold_split(rows, folds=1, fold=0)
+    with pytest.raises(ValueError, match=r"`fold` should be in 0..2"):
+        kfold_split(rows, folds=3, fold=3)
+    with pytest.raises(ValueError, match="more than the 3 users"):
+        kfold_split(rows, folds=4, fold=0)
+    with pytest.raises(TypeError, match="`fold` should be an integer"):
+        kfold_split(rows, folds=3, fold="0")
+
+
+def test_kfold_user_split_settings_are_checked_before_any_data_is_read():
+    from hyperpeft.data.sources import DataArguments
+
+    with pytest.raises(ValueError, match="needs `folds`"):
+        DataArguments(source="empathic", path="x", user_split={"method": "kfold"})
+    with pytest.raises(ValueError, match=r"\['test_users'\] that a 'kfold' split does not take"):
+        DataArguments(source="empathic", path="x", user_split={"method": "kfold", "folds": 3, "test_users": 4})
+    with pytest.raises(ValueError, match="one of"):
+        DataArguments(source="empathic", path="x", user_split={"method": "kfolds"})
+    with pytest.raises(ValueError, match=r"`user_split.folds` should be an integer of at least 2 but is '3'"):
+        DataArguments(source="empathic", path="x", user_split={"method": "kfold", "folds": "3"})
+    with pytest.raises(ValueError, match=r"`user_split.fold` should be an integer in 0..2 but is 3"):
+        DataArguments(source="empathic", path="x", user_split={"method": "kfold", "folds": 3, "fold": 3})
+    DataArguments(source="empathic", path="x", user_split={"method": "kfold", "folds": 3, "fold": 1, "seed": 2})
+
+
+def test_user_split_is_refused_for_a_source_with_its_own_test_splits(tmp_path):
+    from hyperpeft.data.sources import DataArguments, load_splits
+
+    data = DataArguments(source="synthetic", user_split={"method": "random", "test_users": 2})
+    with pytest.raises(ValueError, match="comes with the splits"):
+        load_splits(data, tmp_path, "all-minilm-l6-v2", seed=0)

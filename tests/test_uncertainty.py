@@ -54,8 +54,39 @@ def test_attribution_edge_cases_are_named_or_ranked_last():
     assert attribution.candidates == ["u0", "u1"]
     assert attribution.ranks(["", "dog", "cat"], ["u0", "u1", "u2"]) == [2, 2, None]  # "" ranks last
     assert AuthorAttribution(encoder(), ["u0"], histories[:1]).ranks(["cat"], ["u0"]) == [None]  # one candidate
-    with pytest.raises(ValueError, match="one user per answer"):
+    with pytest.raises(ValueError, match="one of each per answer"):
         attribution.ranks(["cat"], ["u0", "u1"])
+    with pytest.raises(ValueError, match="2 inputs"):
+        attribution.ranks(["cat"], ["u0"], inputs=["a", "b"])
+
+
+def test_attribution_leaves_out_items_written_for_the_answers_own_input():
+    """An answer that restates its input is not credited to another user who wrote on that input before."""
+    article = "A long news article about a flood in the valley, told from the point of view of a rescuer"
+    users = ["u0", "u1", "u2"]
+    histories = [
+        [{"input": article[:60] + "…", "output": "cat cat dog"}, {"input": "other news", "output": "fish"}],
+        [{"input": "more news", "output": "dog bird dog"}],
+        [{"input": "old news", "output": "tree"}],
+    ]
+    attribution = AuthorAttribution(encoder(), users, histories)
+    answer = ["cat cat dog"]  # what u0 once wrote on the same article, now u1's answer
+    assert attribution.ranks(answer, ["u1"]) == [2]  # u0's centroid holds that item
+    assert attribution.ranks(answer, ["u1"], inputs=[article]) == [1]  # u0 is left with "fish" for this answer
+    # u0's own answer on the article no longer matches u0's item on it, and another article keeps everything
+    assert attribution.ranks(answer, ["u0"], inputs=[article]) == [2]
+    assert attribution.ranks(answer, ["u0"], inputs=["unrelated"]) == [1]
+    # a user whose only items are on the answer's input is not a candidate for it
+    assert attribution.ranks(["tree"], ["u2"], inputs=["old news"]) == [None]
+
+
+def test_same_input_allows_for_cut_copies_but_not_short_coincidences():
+    from hyperpeft.evaluation.attribution import same_input
+
+    article = "Brothers Behind Bars — The only photograph I had of her, growing up, is from a scrapbook"
+    assert same_input(article, article[:50] + "…") and same_input(" ".join(article.split()[:9]), article)
+    assert same_input("news", " news ") and not same_input("news", "news today")  # short: equal or nothing
+    assert not same_input("", "") and not same_input(None, article)
 
 
 def test_resamples_draw_whole_users():

@@ -37,6 +37,10 @@ class HyperLoraConfig(PeftConfig):
         depth_embedding_dim (`int`, defaults to 32): size of the learned embedding of each layer index.
         hidden_dim (`int`, defaults to 256): width of the hypernetwork's MLP trunk.
         num_hidden_layers (`int`, defaults to 2): number of linear layers in the trunk.
+        shared_lora (`bool`, defaults to `False`): add a LoRA of every targeted module that all users share, learned
+            directly (at the full learning rate, like a multi-task LoRA's), to which the heads add each user's
+            residual. The heads' own bias is scaled by `1 / sqrt(hidden_dim)` and so learns that much more slowly;
+            with a shared LoRA the profile only has to explain how a user differs from everyone.
         base_model_name_or_path (`str`, *optional*): the base model the hypernetwork was made for; filled in from
             the base model when the hypernetwork is attached.
 
@@ -69,6 +73,10 @@ class HyperLoraConfig(PeftConfig):
     depth_embedding_dim: int = field(default=32, metadata={"help": "Size of the learned layer-depth embedding."})
     hidden_dim: int = field(default=256, metadata={"help": "Width of the hypernetwork's MLP trunk."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Number of linear layers in the MLP trunk."})
+    shared_lora: bool = field(
+        default=False,
+        metadata={"help": "Add a LoRA shared by all users, learned at the full rate; the heads add each user's part."},
+    )
 
     def __post_init__(self):
         import hyperpeft  # the package facade: finishes registering hyperpeft with PEFT if that had to wait
@@ -111,6 +119,8 @@ class HyperLoraConfig(PeftConfig):
                 "`profile_encoder` should be a sentence-transformers model name or path, e.g. 'all-minilm-l6-v2', "
                 f"but the value passed is {self.profile_encoder!r}."
             )
+        if not isinstance(self.shared_lora, bool):
+            raise TypeError(f"`shared_lora` should be True or False, not {self.shared_lora!r}.")
         if self.profile_instruction is not None and not isinstance(self.profile_instruction, str):
             raise TypeError(f"`profile_instruction` should be a string or None, not {type(self.profile_instruction)}.")
 

@@ -3,7 +3,8 @@
 For module type m at layer l the input is `[profile embedding ‖ E_mod[m] ‖ E_dep[l]]`; a shared MLP trunk maps it to a
 hidden vector and one output head per module type (q_proj and v_proj have different shapes under grouped-query
 attention) maps that to a flat vector split into A `[r, in]` and B `[out, r]`. All positions of all users in a batch go
-through the trunk in one pass; the only Python loop is over module types (two by default).
+through the trunk in one pass; the only Python loop is over module types (two by default). With `shared_lora` a learned
+A and B per targeted module, the same for every user, is added to what the heads write.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def parameter_count(config: HyperLoraConfig, layout: TargetLayout) -> int:
     trunk += (config.num_hidden_layers - 1) * (config.hidden_dim * config.hidden_dim + config.hidden_dim)
     heads = sum((config.hidden_dim + 1) * config.r * (i + o) for i, o in layout.shapes.values())
     embeddings = len(layout.shapes) * config.module_embedding_dim + layout.num_layers * config.depth_embedding_dim
-    return trunk + 2 * config.hidden_dim + heads + embeddings
+    shared = 0
+    if config.shared_lora:
+        shared = sum(len(layout.depths[m]) * config.r * (i + o) for m, (i, o) in layout.shapes.items())
+    return trunk + 2 * config.hidden_dim + heads + embeddings + shared
 
 
 def check_size(config: HyperLoraConfig, layout: TargetLayout) -> None:
@@ -132,18 +136,35 @@ class HyperNetwork(nn.Module):
             }
         )
         self.output_scale = 1.0 / math.sqrt(config.hidden_dim)
+        # The user-agnostic LoRA, one flat `[A | B]` per wrapped module, learned directly: the heads' bias is
+        # multiplied by `output_scale` and would learn the common part 1/output_scale times more slowly.
+        self.shared = None
+        if config.shared_lora:
+            self.shared = nn.ParameterDict(
+                {
+                    m: nn.Parameter(torch.zeros(len(layout.depths[m]), self.r * fan_in + fan_out * self.r))
+                    for m, (fan_in, fan_out) in layout.shapes.items()
+                }
+            )
         self.reset_heads()
 
     @torch.no_grad()
     def reset_heads(self) -> None:
-        """PEFT's LoRA initialisation, generated: A at LoRA scale (std 1/sqrt(in)), B exactly zero, so ΔW = BA = 0."""
+        """
+        PEFT's LoRA initialisation, generated: A at LoRA scale (std 1/sqrt(in)), B exactly zero, so ΔW = BA = 0. With
+        a shared LoRA, that LoRA holds the random A and the heads start at zero: every user starts from one adapter.
+        """
         for m, (fan_in, _) in self.layout.shapes.items():
             head = self.heads[m]
             a_rows = self.r * fan_in
-            # A = output_scale * W_A h with unit-variance h: std(W_A) = 1/sqrt(in) gives std(A) ≈ 1/sqrt(in).
-            nn.init.normal_(head.weight[:a_rows], std=1.0 / math.sqrt(fan_in))
-            head.weight[a_rows:].zero_()
+            head.weight.zero_()
             head.bias.zero_()
+            if self.shared is not None:
+                self.shared[m].zero_()
+                nn.init.normal_(self.shared[m][:, :a_rows], std=1.0 / math.sqrt(fan_in))
+            else:
+                # A = output_scale * W_A h with unit-variance h: std(W_A) = 1/sqrt(in) gives std(A) ≈ 1/sqrt(in).
+                nn.init.normal_(head.weight[:a_rows], std=1.0 / math.sqrt(fan_in))
 
     @torch.no_grad()
     def set_profile_statistics(self, embeddings: torch.Tensor) -> None:
@@ -186,6 +207,8 @@ class HyperNetwork(nn.Module):
             flat = nn.functional.linear(
                 hidden[:, start : start + layers] * self.output_scale, head.weight, head.bias * self.output_scale
             )  # (B, L_m, r*in + out*r)
+            if self.shared is not None:
+                flat = flat + self.shared[m]
             a, b = flat.split([self.r * fan_in, fan_out * self.r], dim=-1)
             lora[m] = (a.view(batch, layers, self.r, fan_in), b.view(batch, layers, fan_out, self.r))
             start += layers

@@ -73,7 +73,7 @@ def train(parsed: dict) -> str:
         users = len(set(splits["train"]["user_id"]))
         args.dataset_description = f"{data.source} data from {where}: {len(splits['train'])} rows of {users} users"
     model = HyperPeftModel(load_training_base(run.base_model, run.train_dtype, run.attn_implementation), hyper)
-    eval_split = next((s for s in ("dev", "test_random") if s in splits), None)
+    eval_split = next((s for s in ("dev", "test_random", "test_kfold", "test_ood") if s in splits), None)
     trainer = HyperSFTTrainer(
         model=model,
         args=args,

@@ -34,8 +34,9 @@ class DataArguments:
         task (`str`, *optional*): the LaMP / LongLaMP task (`"2M"`, `"product_review"`, ...).
         lamp_splits (`list[str]`, defaults to `["train"]`): the LaMP files to read (`train`, `dev`, `test`).
         synthetic (`dict`, *optional*): `SyntheticConfig` fields for the synthetic users.
-        user_split (`dict`, *optional*): split a source that has only `train` rows by user: `method` (`random` or
-            `ood`), `test_users`, `seed`, `by_task`.
+        user_split (`dict`, *optional*): split a source that has only `train` rows by user: `method` (`random`,
+            `ood` or `kfold`), `test_users` (random, ood), `folds` and `fold` (kfold), `seed`, `by_task`. For
+            `hyperpeft eval`, a `kfold` split without `fold` runs every fold and pools their test users.
         max_input_chars (`int`, *optional*): cut longer inputs (news articles) to this many characters.
         with_profile_text_only (`bool`, defaults to `False`): keep only the rows that carry a `profile_text`.
     """
@@ -49,7 +50,7 @@ class DataArguments:
     )
     user_split: dict | str | None = field(
         default=None,
-        metadata={"help": "Split train rows by user: {method, test_users, seed, by_task} (JSON on a command line)."},
+        metadata={"help": "Split train rows by user: {method, test_users, folds, fold, seed, by_task} (JSON)."},
     )
     max_input_chars: int | None = field(default=None, metadata={"help": "Cut longer inputs to this many characters."})
     with_profile_text_only: bool = field(default=False, metadata={"help": "Keep only rows with a profile_text."})
@@ -65,9 +66,26 @@ class DataArguments:
         self.user_split = json_mapping(self.user_split, "user_split")
         # checked now, not after the data is generated
         self.synthetic_config = SyntheticConfig(**(self.synthetic or {})) if self.source == "synthetic" else None
-        unknown = sorted(set(self.user_split or {}) - {"method", "test_users", "seed", "by_task"})
+        split = self.user_split or {}
+        known = {"random": {"test_users"}, "ood": {"test_users"}, "kfold": {"folds", "fold"}}
+        method = split.get("method", "random")
+        if method not in known:
+            raise ValueError(f"`user_split.method` should be one of {sorted(known)} but is {method!r}.")
+        unknown = sorted(set(split) - {"method", "seed", "by_task"} - known[method])
         if unknown:
-            raise ValueError(f"`user_split` has unknown keys {unknown}; known: method, test_users, seed, by_task.")
+            keys = ", ".join(["method", "seed", "by_task", *sorted(known[method])])
+            raise ValueError(
+                f"`user_split` has keys {unknown} that a {method!r} split does not take; it takes {keys}."
+            )
+        if method == "kfold":
+            if "folds" not in split:
+                raise ValueError("A `kfold` user split needs `folds`, e.g. `user_split: {method: kfold, folds: 3}`.")
+            folds = split["folds"]
+            if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+                raise ValueError(f"`user_split.folds` should be an integer of at least 2 but is {folds!r}.")
+            fold = split.get("fold", 0)
+            if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+                raise ValueError(f"`user_split.fold` should be an integer in 0..{folds - 1} but is {fold!r}.")
 
     def is_present(self) -> bool:
         """Whether the data is on this machine (the synthetic users always are)."""
@@ -116,6 +134,11 @@ def load_splits(
             kept = rows.filter(lambda row: row["profile_text"] is not None)
             logger.warning("%s: %d of %d rows have a profile_text and are kept.", name, len(kept), len(rows))
             splits[name] = kept
+    if data.user_split is not None and set(splits) != {"train"}:
+        raise ValueError(
+            f"`user_split` splits a source that has only train rows, but {data.source!r} comes with the splits "
+            f"{sorted(splits)}; leave `user_split` out."
+        )
     if set(splits) == {"train"} and (data.user_split is not None or test_split_needed):
         splits = split_by_user(splits["train"], data.user_split or {}, encoder_name, seed)
     if data.max_input_chars:  # long inputs (news articles) cut so that CPU training and prompting stay short
@@ -126,11 +149,21 @@ def load_splits(
 
 
 def split_by_user(rows: Dataset, split: dict[str, Any], encoder_name: str, seed: int) -> dict[str, Dataset]:
-    """`train` and `test_<method>`: no test user has a training row (users embedded by their profile text)."""
+    """
+    `train` and `test_<method>`: no test user has a training row (for `random` and `ood`, users are embedded by their
+    profile text; `kfold` needs its `fold`).
+    """
     from ..encoder import ProfileEncoder
-    from .splits import split_users
+    from .splits import kfold_split, split_users
 
     method = split.get("method", "random")
+    if method == "kfold":
+        if "fold" not in split:
+            raise ValueError(f"A `kfold` user split of one run needs `fold` (0 .. {split['folds'] - 1}).")
+        train, test = kfold_split(
+            rows, split["folds"], split["fold"], seed=split.get("seed", seed), by_task=split.get("by_task", True)
+        )
+        return {"train": train, "test_kfold": test}
     users: dict[str, str] = {}
     for user, text, history in zip(rows["user_id"], rows["profile_text"], rows["history"]):
         users.setdefault(user, text or " ".join(item["output"] for item in history[:8]) or user)

@@ -269,6 +269,74 @@ def split_users(
     return dataset.select(train_rows), dataset.select(test_rows)
 
 
+def kfold_split(
+    dataset: Dataset, folds: int, fold: int, seed: int = 0, by_task: bool = True
+) -> tuple[Dataset, Dataset]:
+    """
+    Fold `fold` of a `folds`-fold cross-validation over users: its users are the test side, every other user trains.
+
+    Over `fold = 0 .. folds - 1` every user is a test user exactly once. Users are dealt to the folds by activity, so
+    that each fold gets a like share of users and of rows: sorted by their number of rows (most first, ties by a
+    seeded shuffle), each run of `folds` users goes one to each fold, the heaviest to the fold with the fewest rows.
+
+    Args:
+        dataset (`datasets.Dataset`): rows with a `user_id` column (and a `task` column to split per task).
+        folds (`int`): the number of folds, at least 2 and at most the number of users (of each task).
+        fold (`int`): which fold is the test side, from 0 to `folds - 1`.
+        seed (`int`, defaults to 0): the draw of the folds; the same seed gives the same folds for every `fold`.
+        by_task (`bool`, defaults to `True`): deal each task's users on their own.
+
+    Returns:
+        `tuple[datasets.Dataset, datasets.Dataset]`: `(train, test)`, each keeping the dataset's row order.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from hyperpeft.data.splits import kfold_split
+    >>> rows = Dataset.from_dict({"user_id": [f"u{i % 6}" for i in range(24)], "task": ["EC"] * 24})
+    >>> tests = [set(kfold_split(rows, folds=3, fold=f)[1]["user_id"]) for f in range(3)]
+    >>> [len(t) for t in tests], set().union(*tests) == set(rows["user_id"])
+    ([2, 2, 2], True)
+    ```
+    """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"`dataset` should be a `datasets.Dataset` but is {type(dataset).__name__}.")
+    if "user_id" not in dataset.column_names:
+        raise ValueError(f"`dataset` has no `user_id` column; its columns are {dataset.column_names}.")
+    for name, value in (("folds", folds), ("fold", fold), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"`{name}` should be an integer but is {value!r}.")
+    if folds < 2:
+        raise ValueError(f"`folds` should be at least 2 but is {folds}.")
+    if not 0 <= fold < folds:
+        raise ValueError(f"`fold` should be in 0..{folds - 1} (folds={folds}) but is {fold}.")
+    user_column = list(dataset["user_id"])
+    rows_of: dict[str, int] = {}
+    for user in user_column:
+        rows_of[user] = rows_of.get(user, 0) + 1
+    rng = np.random.default_rng(seed)
+    test_side: set[str] = set()
+    for task, users in _users_by_task(dataset, user_column, by_task).items():
+        if len(users) < folds:
+            where = f" of task {task!r}" if task is not None else ""
+            raise ValueError(f"`folds`={folds} is more than the {len(users)} users{where}; use at most {len(users)}.")
+        shuffled = [users[i] for i in rng.permutation(len(users))]
+        ordered = sorted(shuffled, key=lambda user: -rows_of[user])  # stable: ties keep the shuffled order
+        fold_rows = [0] * folds
+        for start in range(0, len(ordered), folds):
+            free = [int(f) for f in rng.permutation(folds)]  # ties between folds broken by the seed
+            for user in ordered[start : start + folds]:  # heaviest first, each to the lightest fold still free
+                chosen = min(free, key=lambda f: fold_rows[f])
+                free.remove(chosen)
+                fold_rows[chosen] += rows_of[user]
+                if chosen == fold:
+                    test_side.add(user)
+    train_rows = [row for row, user in enumerate(user_column) if user not in test_side]
+    test_rows = [row for row, user in enumerate(user_column) if user in test_side]
+    return dataset.select(train_rows), dataset.select(test_rows)
+
+
 def _select_random(matrix: np.ndarray, n_test: int, seed: int, n_clusters: int | None, n_distinct: int) -> list[int]:
     n_users = len(matrix)
     if n_clusters is None:

@@ -7,7 +7,8 @@ section's prefix (`p2p: {checkpoint: ...}` is the field `p2p_checkpoint`, flag `
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import difflib
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .._validation import check_int, json_mapping
@@ -88,12 +89,37 @@ class P2PArguments:
         metadata={"help": "A HyperPeftModel folder: loaded when present, else trained here and saved there."},
     )
     profile_encoder: str = field(default="all-minilm-l6-v2", metadata={"help": "The profile encoder."})
+    p2p_lora: dict | str | None = field(
+        default_factory=dict,
+        metadata={"help": "HyperLoraConfig fields of a hypernetwork trained here, e.g. {shared_lora: true} (JSON)."},
+    )
     p2p_training: dict | str | None = field(
         default_factory=dict, metadata={"help": "HyperSFTConfig fields over the CPU defaults (JSON)."}
     )
 
     def __post_init__(self) -> None:
+        self.p2p_lora = json_mapping(self.p2p_lora, "p2p_lora") or {}
         self.p2p_training = json_mapping(self.p2p_training, "p2p_training") or {}
+        if "profile_encoder" in self.p2p_lora:
+            raise ValueError("Set the profile encoder with `p2p: {profile_encoder: ...}`, not inside `p2p_lora`.")
+        if self.p2p_lora:  # checked now, not after the data is loaded and profiles built
+            self.hyper_lora_config()
+
+    def hyper_lora_config(self):
+        """The [`HyperLoraConfig`] of a hypernetwork trained here (raises on an unknown or bad field)."""
+        from peft import PeftConfig
+
+        from ..config import HyperLoraConfig
+
+        # HyperLoraConfig's own fields; PEFT's bookkeeping (`inference_mode`, `task_type`, ...) is set by training.
+        inherited = {f.name for f in fields(PeftConfig)}
+        known = [f.name for f in fields(HyperLoraConfig) if f.name not in inherited and f.name != "profile_encoder"]
+        for name in self.p2p_lora:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                hint = f" Did you mean `{close[0]}`?" if close else f" Known fields: {known}."
+                raise ValueError(f"`p2p_lora` has the unknown field `{name}`.{hint}")
+        return HyperLoraConfig(profile_encoder=self.profile_encoder, **self.p2p_lora)
 
 
 @dataclass

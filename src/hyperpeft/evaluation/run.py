@@ -17,6 +17,8 @@ attribution (see `hyperpeft.evaluation.attribution`).
 
 from __future__ import annotations
 
+import copy
+import gc
 import platform
 import time
 from functools import partial
@@ -24,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
+from transformers.utils import logging
 
 from .._version import __version__
 from ..data.tasks import GENERATION, get_task
@@ -33,26 +36,27 @@ from .config import EvalConfig
 from .context import RunContext
 from .judge import judge_scores, make_judge
 from .methods import make_method
+from .methods.base import Answers
 from .methods.prompting import build_contexts, summary_of
 from .metrics import HEADLINE, aggregate_rows, score_rows
 from .uncertainty import bootstrap_intervals, paired_difference, user_resamples
+
+logger = logging.get_logger(__name__)
 
 
 def evaluate(config: EvalConfig, command: str | None = None, run: RunContext | None = None) -> dict[str, Any]:
     """
     Run the whole comparison; returns the report (also written to `config.run.out`, with `command` as the way to
     rerun it). `run` is the [`RunContext`] to use (made here by default), e.g. to keep the trained models after.
+
+    A `kfold` user split without a `fold` is a cross-validation: every fold trains its own models (in
+    `workdir/fold-<i>`, and each checkpoint folder gets a `fold-<i>` folder) and answers its own test users, and the
+    answers of all folds are scored together as one split, `test_kfold`, in which every user is a test user once.
     """
     started = time.perf_counter()
-    run = run or RunContext(config)
-    timings = {"data_s": time.perf_counter() - started}
-    methods = {name: make_method(name, run) for name in config.run.methods}
-    needs_p2p = config.sweeps.k_values or config.sweeps.ablations
-    prepared = {name: method.prepare() for name, method in methods.items()}
-    p2p_info = prepared.get("p2p") or (run.p2p_model()[1] if needs_p2p else {})
-    for name, info in prepared.items():
-        if info.get("train_s"):
-            timings[f"{name}_train_s"] = info["train_s"]
+    folds = _cross_validation_folds(config)
+    if folds is not None and run is not None:
+        raise ValueError("A cross-validation makes one RunContext per fold; do not pass `run`.")
     judge = make_judge(config.judge.judge_model)
     encoder = None
     if config.eval.attribution_encoder:
@@ -61,15 +65,26 @@ def evaluate(config: EvalConfig, command: str | None = None, run: RunContext | N
         encoder = ProfileEncoder(config.eval.attribution_encoder)
     results: dict[str, Any] = {}
     predictions: dict[str, list[dict]] = {}
-    for split in _test_splits(config, run):
-        rows = eval_rows(run.splits[split], config.eval.users_per_task, config.eval.queries_per_user)
-        results[split], predictions[split] = _evaluate_split(config, rows, methods, judge, encoder)
-    results.update(_sweeps(config, run))
+    timings: dict[str, float] = {}
+    if folds is None:
+        data_started = time.perf_counter()
+        run = run or RunContext(config)
+        timings["data_s"] = time.perf_counter() - data_started
+        methods, p2p_info = _prepare(config, run, timings)
+        split_sizes = _split_sizes(run.splits)
+        for split in _test_splits(config, run):
+            rows = eval_rows(run.splits[split], config.eval.users_per_task, config.eval.queries_per_user)
+            answers = {name: method.answer(rows) for name, method in methods.items()}
+            results[split], predictions[split] = _score_split(config, rows, answers, judge, encoder)
+        results.update(_sweeps(config, run))
+    else:
+        rows, answers, p2p_info, split_sizes = _cross_validate(config, folds, timings)
+        results["test_kfold"], predictions["test_kfold"] = _score_split(config, rows, answers, judge, encoder)
     timings["total_s"] = time.perf_counter() - started
     report = {
         "command": command or "(called from Python: hyperpeft.evaluation.run.evaluate)",
         "config": config.to_dict(),
-        "split_sizes": {name: {"rows": len(d), "users": len(set(d["user_id"]))} for name, d in run.splits.items()},
+        "split_sizes": split_sizes,
         "p2p": p2p_info,
         "judge": judge.name if judge is not None else None,
         "results": results,
@@ -86,6 +101,91 @@ def evaluate(config: EvalConfig, command: str | None = None, run: RunContext | N
     return report
 
 
+def _prepare(config: EvalConfig, run: RunContext, timings: dict[str, float]) -> tuple[dict, dict]:
+    """Every method of the run, prepared (trained or loaded) once, and what the report says about P2P."""
+    methods = {name: make_method(name, run) for name in config.run.methods}
+    needs_p2p = config.sweeps.k_values or config.sweeps.ablations
+    prepared = {name: method.prepare() for name, method in methods.items()}
+    p2p_info = prepared.get("p2p") or (run.p2p_model()[1] if needs_p2p else {})
+    for name, info in prepared.items():
+        if info.get("train_s"):
+            timings[f"{name}_train_s"] = timings.get(f"{name}_train_s", 0.0) + info["train_s"]
+    return methods, p2p_info
+
+
+def _split_sizes(splits: dict[str, Dataset], suffix: str = "") -> dict[str, dict[str, int]]:
+    return {f"{name}{suffix}": {"rows": len(d), "users": len(set(d["user_id"]))} for name, d in splits.items()}
+
+
+def _cross_validation_folds(config: EvalConfig) -> int | None:
+    """The number of folds when the run is a whole cross-validation (a `kfold` user split without `fold`)."""
+    split = config.data.user_split or {}
+    if split.get("method") != "kfold" or "fold" in split:
+        return None
+    if config.eval.eval_splits not in (None, ["test_kfold"]):
+        raise ValueError(
+            f"A cross-validation has one test split, `test_kfold`, but `eval_splits` is {config.eval.eval_splits}; "
+            "leave it out."
+        )
+    if config.sweeps.k_values or config.sweeps.ablations:
+        raise ValueError(
+            "The k sweep and the profile ablations run on one split: give the kfold split a `fold` to sweep on, or "
+            "leave `sweeps.k_values` and `sweeps.ablations` empty for the cross-validation."
+        )
+    return split["folds"]
+
+
+def _fold_config(config: EvalConfig, fold: int) -> EvalConfig:
+    """The settings of one fold: its user split, its own workdir and its own checkpoint folders."""
+    fold_config = copy.deepcopy(config)
+    fold_config.data.user_split = {**config.data.user_split, "fold": fold}
+    # Named by the whole split, so that a model trained for other folds (or another seed) is never loaded as this one.
+    split = config.data.user_split
+    name = f"fold-{fold}-of-{split['folds']}-seed-{split.get('seed', config.run.seed)}"
+    fold_config.run.workdir = str(Path(config.run.workdir) / name)
+    # The summaries depend on a user's history, not on the split: one cache for every fold.
+    fold_config.profiles.summary_cache = config.profiles.summary_cache or str(
+        Path(config.run.workdir) / "summaries.sqlite"
+    )
+    for section, field_name in (("p2p", "p2p_checkpoint"), ("mt_lora", "mt_lora_checkpoint")):
+        folder = getattr(getattr(config, section), field_name)
+        if folder:
+            setattr(getattr(fold_config, section), field_name, str(Path(folder) / name))
+    return fold_config
+
+
+def _cross_validate(config: EvalConfig, folds: int, timings: dict[str, float]):
+    """Each fold's methods trained on its training users and answering its test users; the answers pooled."""
+    fold_rows, fold_answers, p2p_info, split_sizes = [], [], {"folds": []}, {}
+    for fold in range(folds):
+        logger.warning("Cross-validation: fold %d of %d.", fold + 1, folds)
+        fold_config = _fold_config(config, fold)
+        run = RunContext(fold_config)
+        methods, info = _prepare(fold_config, run, timings)
+        p2p_info["folds"].append(info)
+        split_sizes.update(_split_sizes({"train": run.train}, f" (fold {fold})"))
+        rows = eval_rows(run.splits["test_kfold"], config.eval.users_per_task, config.eval.queries_per_user)
+        fold_rows.append(rows.add_column("fold", [fold] * len(rows)))
+        fold_answers.append({name: method.answer(rows) for name, method in methods.items()})
+        del methods, run  # one fold's models in memory at a time
+        gc.collect()
+    rows = concatenate_datasets(fold_rows)
+    split_sizes.update(_split_sizes({"test_kfold": rows}))
+    answers = {
+        name: Answers(
+            answers=[a for by_method in fold_answers for a in by_method[name].answers],
+            seconds=sum(by_method[name].seconds for by_method in fold_answers),
+            prep_s_per_user=_merged(by_method[name].prep_s_per_user for by_method in fold_answers),
+        )
+        for name in fold_answers[0]
+    }
+    return rows, answers, p2p_info, split_sizes
+
+
+def _merged(mappings) -> dict[str, float]:
+    return {key: value for mapping in mappings for key, value in mapping.items()}
+
+
 def _test_splits(config: EvalConfig, run: RunContext) -> list[str]:
     splits = config.eval.eval_splits or [s for s in run.splits if s != "train"]
     missing = [s for s in splits if s not in run.splits]
@@ -94,19 +194,18 @@ def _test_splits(config: EvalConfig, run: RunContext) -> list[str]:
     return splits
 
 
-def _evaluate_split(
-    config: EvalConfig, rows: Dataset, methods: dict, judge, encoder=None
+def _score_split(
+    config: EvalConfig, rows: Dataset, answers: dict[str, Answers], judge, encoder=None
 ) -> tuple[dict[str, Any], list[dict]]:
     """
-    Every method's answers to `rows`, their scores per task with intervals and paired tests, timings and (when asked)
+    Every method's answers to `rows` scored per task with intervals and paired tests, timings and (when asked)
     history-length buckets; and the per-row predictions.
     """
-    answers = {name: method.answer(rows) for name, method in methods.items()}
     attribution = _attribution(rows, encoder)
     per_row = {name: scored_rows(rows, a.answers, attribution) for name, a in answers.items()}
     scores = {name: aggregate_by_task(rows, per_row[name]) for name in answers}
     if judge is not None:
-        for name in config.judge.judge_methods or list(methods):
+        for name in config.judge.judge_methods or list(answers):
             _add_judge_scores(judge, rows, answers[name].answers, scores[name])
     result = {
         "rows": len(rows),
@@ -138,6 +237,7 @@ def _evaluate_split(
     predictions = [
         {
             "row": i, "id": rows["id"][i], "user_id": rows["user_id"][i], "task": rows["task"][i],
+            **({"fold": rows["fold"][i]} if "fold" in rows.column_names else {}),
             "input": rows["input"][i], "profile": rows["profile"][i] if "profile" in rows.column_names else None,
             "gold": rows["output"][i],
             "answers": {name: a.answers[i] for name, a in answers.items()},
@@ -270,14 +370,18 @@ def _rows_by_task(rows: Dataset) -> dict[str, list[int]]:
 def scored_rows(
     rows: Dataset, answers: list[str], attribution: dict[str, AuthorAttribution] | None = None
 ) -> list[dict]:
-    """Each row's scores against its gold output, with the rank of its true author where `attribution` has its task."""
+    """
+    Each row's scores against its gold output, with the rank of its true author where `attribution` has its task
+    (the candidates' history items on the row's own input left out).
+    """
     found: list[dict] = [{} for _ in range(len(rows))]
     golds, users = rows["output"], rows["user_id"]
+    inputs = rows["input"] if attribution else None
     for task, index in _rows_by_task(rows).items():
         task_answers = [answers[i] for i in index]
         task_scores = score_rows(task, task_answers, [golds[i] for i in index])
         if attribution and task in attribution:
-            ranks = attribution[task].ranks(task_answers, [users[i] for i in index])
+            ranks = attribution[task].ranks(task_answers, [users[i] for i in index], [inputs[i] for i in index])
             for row_scores, rank in zip(task_scores, ranks):
                 row_scores["attribution_rank"] = rank
         for i, row_scores in zip(index, task_scores):

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from transformers.utils import logging
 
-from ...config import HyperLoraConfig
 from ...peft_model import HyperPeftModel
 from ...training import HyperSFTTrainer
 from ...training.recipes import ready_for_evaluation, sft_rows
@@ -65,7 +64,7 @@ def train_or_load_p2p(run) -> tuple[HyperPeftModel, dict[str, Any]]:
         model = HyperPeftModel.from_pretrained(run.base_copy(), str(folder))
         return model.eval(), {"checkpoint": str(folder), "trained_here": False}
     torch.manual_seed(run.config.run.seed)
-    model = HyperPeftModel(run.training_base(), HyperLoraConfig(profile_encoder=settings.profile_encoder))
+    model = HyperPeftModel(run.training_base(), settings.hyper_lora_config())
     args = run.trainer_config(folder, settings.p2p_training)
     logger.warning("P2P: training the hypernetwork (%s steps) ...", args.max_steps)
     start = time.perf_counter()
