@@ -58,3 +58,31 @@ def test_bad_texts():
         encoder.encode("")
     with pytest.raises(TypeError, match=r"`profile\[1\]` should be a string"):
         encoder.encode(["ok", None])
+
+
+def test_hidden_state_encoder_is_the_mean_of_the_lms_last_hidden_states(tmp_path):
+    from conftest import make_base, make_tokenizer
+    from transformers import AutoModel
+
+    from hyperpeft import HyperLoraConfig, HyperPeftModel
+
+    make_base().save_pretrained(tmp_path / "lm")
+    make_tokenizer().save_pretrained(tmp_path / "lm")
+    encoder = ProfileEncoder(f"hidden-states:{tmp_path / 'lm'}", device="cpu")
+    texts = ["w5 w6 w7 w8", "w9", "w40 w41"]
+    embeddings = encoder.encode(texts)
+    assert embeddings.shape == (3, 32) and encoder.dim == 32  # the LM's hidden size
+    decoder, tokenizer = AutoModel.from_pretrained(tmp_path / "lm").eval(), make_tokenizer()
+    for text, embedding in zip(texts, embeddings):  # each text alone: no padding in the mean
+        with torch.no_grad():
+            states = decoder(**tokenizer(text, return_tensors="pt")).last_hidden_state[0]
+        torch.testing.assert_close(embedding, states.mean(0), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(embeddings[0], embeddings[1])
+
+    # a hypernetwork as wide as the LM reads it from profile texts
+    config = HyperLoraConfig(r=2, profile_dim=32, profile_encoder=f"hidden-states:{tmp_path / 'lm'}")
+    model = HyperPeftModel(make_base(), config).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    assert model(input_ids=ids, profile=["w5 w6"]).logits.shape == (1, 3, 96)
+    with pytest.raises(ValueError, match="names no model"):
+        ProfileEncoder("hidden-states:").encode(["w5"])

@@ -12,6 +12,12 @@ import torch
 from ._validation import check_text
 from .embedded import EMBEDDED_PROFILE_ENCODER, resolve_encoder
 
+# `profile_encoder="hidden-states:<causal LM>"`: a profile is the mean of the LM's last hidden states over its tokens
+# (the paper's Table 4 embeds profiles with the base model itself). The LM is any name `load_base_model` takes.
+HIDDEN_STATES_PREFIX = "hidden-states:"
+# Profiles are a summary plus k history items: longer inputs are cut here, as a sentence encoder's window cuts them.
+HIDDEN_STATES_MAX_TOKENS = 1024
+
 
 def check_profile_texts(texts: object, name: str = "profile") -> list[str]:
     """Return `texts` as a list of non-empty strings, or raise a `TypeError`/`ValueError` that names the bad item."""
@@ -30,6 +36,55 @@ def check_profile_texts(texts: object, name: str = "profile") -> list[str]:
     return list(texts)
 
 
+class HiddenStateEncoder:
+    """
+    A sentence-transformers style encoder made of a causal LM: a text's embedding is the mean of the LM's last hidden
+    states over its tokens (padding left out). Written here rather than as a sentence-transformers model because
+    sentence-transformers 6 wraps the text of a chat LM in its chat template.
+
+    Args:
+        base (`str`): the causal LM, as `load_base_model` takes it (Hub id, folder, or the embedded short name).
+        device (`str`, *optional*): where it runs (default: the CPU).
+    """
+
+    def __init__(self, base: str, device: str | None = None) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        from .embedded import resolve_base_model
+
+        if not base:
+            raise ValueError(
+                f"`profile_encoder` {HIDDEN_STATES_PREFIX!r} names no model; add one, e.g. "
+                f"'{HIDDEN_STATES_PREFIX}smollm2-135m-instruct'."
+            )
+        path = resolve_base_model(base)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "right"  # the real tokens keep positions 0..n-1, as when encoded alone
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = torch.device(device or "cpu")
+        # the decoder without its LM head; float32, as the profile encoder is frozen and small next to the base
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32).eval().to(self.device)
+
+    def get_embedding_dimension(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False, **kwargs: Any):
+        from tqdm.auto import tqdm
+
+        means = []
+        for start in tqdm(range(0, len(texts), batch_size), desc="hidden states", disable=not show_progress_bar):
+            batch = self.tokenizer(
+                list(texts[start : start + batch_size]), padding=True, truncation=True,
+                max_length=HIDDEN_STATES_MAX_TOKENS, return_tensors="pt",
+            ).to(self.device)  # fmt: skip
+            states = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"][..., None].to(states.dtype)
+            means.append((states * mask).sum(1) / mask.sum(1).clamp_min(1))
+        return torch.cat(means) if means else torch.empty(0, self.get_embedding_dimension())
+
+
 class ProfileEncoder:
     """
     Encodes profile texts with a sentence-transformers model, in batches, with an in-memory LRU cache keyed by text.
@@ -37,8 +92,9 @@ class ProfileEncoder:
     The encoder is frozen: it is not an `nn.Module` of the wrapped model and is never saved in a checkpoint.
 
     Args:
-        model_name_or_path (`str`, defaults to `"all-minilm-l6-v2"`): sentence-transformers name or local path, or
-            the embedded short name.
+        model_name_or_path (`str`, defaults to `"all-minilm-l6-v2"`): sentence-transformers name or local path, the
+            embedded short name, or `"hidden-states:<causal LM>"` (e.g. `"hidden-states:smollm2-135m-instruct"`):
+            the mean of that LM's last hidden states over the profile's tokens, as wide as its hidden size.
         instruction (`str`, *optional*): text put before every profile (for instruction-tuned encoders).
         batch_size (`int`, defaults to 64): texts per encoder call.
         device (`str`, *optional*): where the encoder runs; sentence-transformers picks one if unset.
@@ -79,7 +135,10 @@ class ProfileEncoder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(resolve_encoder(self.model_name_or_path), device=self.device)
+            if self.model_name_or_path.startswith(HIDDEN_STATES_PREFIX):
+                self._model = HiddenStateEncoder(self.model_name_or_path[len(HIDDEN_STATES_PREFIX) :], self.device)
+            else:
+                self._model = SentenceTransformer(resolve_encoder(self.model_name_or_path), device=self.device)
         return self._model
 
     @property
