@@ -234,3 +234,13 @@ def test_cross_validation_tests_every_user_once_and_pools_the_folds(tmp_path):
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="run on one split: give the kfold split a `fold`"):
         evaluate(read_eval_config(path))
+
+    # one fold alone uses that fold's folders: its models are loaded, not trained again on other users
+    config["data"]["user_split"]["fold"] = 1
+    config["sweeps"] = {"activity_buckets": 0}
+    path.write_text(yaml.safe_dump(config))
+    single = evaluate(read_eval_config(path))
+    assert single["p2p"]["trained_here"] is False and single["p2p"]["checkpoint"].endswith("fold-1-of-3-seed-1")
+    assert single["results"]["test_kfold"]["users"] == 2
+    fold_rows = [p for p in predictions if p["fold"] == 1]
+    assert single["results"]["test_kfold"]["rows"] == len(fold_rows)

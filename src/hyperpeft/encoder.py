@@ -73,16 +73,20 @@ class HiddenStateEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False, **kwargs: Any):
         from tqdm.auto import tqdm
 
+        # batches of like lengths pad less (the states of a text do not depend on its batch)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         means = []
         for start in tqdm(range(0, len(texts), batch_size), desc="hidden states", disable=not show_progress_bar):
             batch = self.tokenizer(
-                list(texts[start : start + batch_size]), padding=True, truncation=True,
+                [texts[i] for i in order[start : start + batch_size]], padding=True, truncation=True,
                 max_length=HIDDEN_STATES_MAX_TOKENS, return_tensors="pt",
             ).to(self.device)  # fmt: skip
             states = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"][..., None].to(states.dtype)
             means.append((states * mask).sum(1) / mask.sum(1).clamp_min(1))
-        return torch.cat(means) if means else torch.empty(0, self.get_embedding_dimension())
+        if not means:
+            return torch.empty(0, self.get_embedding_dimension())
+        return torch.cat(means)[torch.argsort(torch.tensor(order))]
 
 
 class ProfileEncoder:

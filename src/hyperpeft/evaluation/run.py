@@ -50,13 +50,17 @@ def evaluate(config: EvalConfig, command: str | None = None, run: RunContext | N
     rerun it). `run` is the [`RunContext`] to use (made here by default), e.g. to keep the trained models after.
 
     A `kfold` user split without a `fold` is a cross-validation: every fold trains its own models (in
-    `workdir/fold-<i>`, and each checkpoint folder gets a `fold-<i>` folder) and answers its own test users, and the
-    answers of all folds are scored together as one split, `test_kfold`, in which every user is a test user once.
+    `workdir/fold-<i>-of-<folds>-seed-<seed>`, and each checkpoint folder gets a folder of that name) and answers its
+    own test users, and the answers of all folds are scored together as one split, `test_kfold`, in which every user
+    is a test user once. With a `fold`, the run is that fold alone, in the same folders.
     """
     started = time.perf_counter()
     folds = _cross_validation_folds(config)
     if folds is not None and run is not None:
         raise ValueError("A cross-validation makes one RunContext per fold; do not pass `run`.")
+    split = config.data.user_split or {}
+    if split.get("method") == "kfold" and "fold" in split and run is None:
+        config = _fold_config(config, split["fold"])  # one fold: the same folders as that fold of the whole run
     judge = make_judge(config.judge.judge_model)
     encoder = None
     if config.eval.attribution_encoder:
@@ -262,11 +266,14 @@ def _attribution(rows: Dataset, encoder) -> dict[str, AuthorAttribution]:
 
 # Methods that are P2P or its ablations; the others are the baselines P2P is compared with.
 _P2P_METHODS = ("p2p", "p2p_other_user")
+# Baselines P2P is always compared with, besides the best one: the model without an adapter, and one LoRA for all.
+_CONTROLS = ("mt_lora", "base")
 
 
 def _uncertainty(rows: Dataset, per_row: dict, scores: dict, config: EvalConfig) -> tuple[dict, dict]:
     """95% intervals of every score over users, and paired bootstraps: P2P against the best baseline of each
-    compared metric (the task's headline metric and the attribution), and P2P's other-user ablation against P2P."""
+    compared metric (the task's headline metric and the attribution) and against MT-LoRA and the base model, and
+    P2P's other-user ablation against P2P."""
     intervals: dict[str, dict] = {name: {} for name in per_row}
     paired: dict[str, list[dict]] = {}
     for task, index in _rows_by_task(rows).items():
@@ -284,7 +291,10 @@ def _uncertainty(rows: Dataset, per_row: dict, scores: dict, config: EvalConfig)
             if not baselines or "p2p" not in per_row or metric not in scores["p2p"][task]:
                 continue
             best = (max if higher else min)(baselines, key=lambda n: scores[n][task][metric])
-            pairs = [("p2p", best)] + ([("p2p_other_user", "p2p")] if "p2p_other_user" in per_row else [])
+            # the best baseline, and the two controls every P2P claim is about: the base model and MT-LoRA
+            controls = [n for n in _CONTROLS if n in baselines and n != best]
+            pairs = [("p2p", against) for against in [best, *controls]]
+            pairs += [("p2p_other_user", "p2p")] if "p2p_other_user" in per_row else []
             for method, against in pairs:
                 test = paired_difference(task_rows[method], task_rows[against], aggregate, metric, resamples)
                 paired[task].append({"method": method, "against": against, "metric": metric, **test})
