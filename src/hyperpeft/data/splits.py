@@ -277,7 +277,7 @@ def kfold_split(
 
     Over `fold = 0 .. folds - 1` every user is a test user exactly once. Users are dealt to the folds by activity, so
     that each fold gets a like share of users and of rows: sorted by their number of rows (most first, ties by a
-    seeded shuffle), each run of `folds` users goes one to each fold, the heaviest to the fold with the fewest rows.
+    seeded shuffle), each run of `folds` users goes one to each fold, in an order drawn from `seed`.
 
     Args:
         dataset (`datasets.Dataset`): rows with a `user_id` column (and a `task` column to split per task).
@@ -323,15 +323,10 @@ def kfold_split(
             raise ValueError(f"`folds`={folds} is more than the {len(users)} users{where}; use at most {len(users)}.")
         shuffled = [users[i] for i in rng.permutation(len(users))]
         ordered = sorted(shuffled, key=lambda user: -rows_of[user])  # stable: ties keep the shuffled order
-        fold_rows = [0] * folds
         for start in range(0, len(ordered), folds):
-            free = [int(f) for f in rng.permutation(folds)]  # ties between folds broken by the seed
-            for user in ordered[start : start + folds]:  # heaviest first, each to the lightest fold still free
-                chosen = min(free, key=lambda f: fold_rows[f])
-                free.remove(chosen)
-                fold_rows[chosen] += rows_of[user]
-                if chosen == fold:
-                    test_side.add(user)
+            run = ordered[start : start + folds]
+            dealt = rng.permutation(folds)[: len(run)]  # this run's users, one to each of these folds
+            test_side.update(user for user, f in zip(run, dealt) if f == fold)
     train_rows = [row for row, user in enumerate(user_column) if user not in test_side]
     test_rows = [row for row, user in enumerate(user_column) if user in test_side]
     return dataset.select(train_rows), dataset.select(test_rows)
