@@ -244,3 +244,8 @@ def test_cross_validation_tests_every_user_once_and_pools_the_folds(tmp_path):
     assert single["results"]["test_kfold"]["users"] == 2
     fold_rows = [p for p in predictions if p["fold"] == 1]
     assert single["results"]["test_kfold"]["rows"] == len(fold_rows)
+    # a checkpoint made with other settings than the run asks for is refused, not used silently
+    config["p2p"]["lora"] = {"shared_lora": False}
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="has `shared_lora`=True, but this run asks for False"):
+        evaluate(read_eval_config(path))
