@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     config = parse_args(argv)
-    command = "hyperpeft demo " + " ".join(sys.argv[2:] if argv is None else argv)
+    command = shlex.join(["hyperpeft", "demo", *(sys.argv[2:] if argv is None else argv)])
     report = run(config, command=command)
     print(report["table"])
     print(f"One input, two held-out users: {report['two_users']['input']!r}")

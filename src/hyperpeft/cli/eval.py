@@ -5,6 +5,7 @@ hyperpeft eval --config examples/configs/eval_synthetic.yaml [--users_per_task 4
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[2:] if argv is None else argv
     config = parse_args(argv)
     try:
-        report = evaluate(config, command="hyperpeft eval " + " ".join(argv))
+        report = evaluate(config, command=shlex.join(["hyperpeft", "eval", *argv]))
     except SkipRun as reason:
         print(f"Skipped: {reason}; nothing to evaluate.")
         return 0
