@@ -137,11 +137,11 @@ class ProfileEncoder:
     def model(self) -> Any:
         """The sentence-transformers model, loaded on first use."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
             if self.model_name_or_path.startswith(HIDDEN_STATES_PREFIX):
                 self._model = HiddenStateEncoder(self.model_name_or_path[len(HIDDEN_STATES_PREFIX) :], self.device)
             else:
+                from sentence_transformers import SentenceTransformer
+
                 self._model = SentenceTransformer(resolve_encoder(self.model_name_or_path), device=self.device)
         return self._model
 

@@ -61,8 +61,8 @@ def train_or_load_p2p(run) -> tuple[HyperPeftModel, dict[str, Any]]:
     folder = Path(settings.p2p_checkpoint or run.workdir / "p2p")
     if settings.p2p_checkpoint and (folder / "adapter_config.json").exists():
         logger.warning("P2P: loading the checkpoint in %s.", folder)
-        _check_checkpoint_matches(folder, settings)
         model = HyperPeftModel.from_pretrained(run.base_copy(), str(folder))
+        _check_checkpoint_matches(model.peft_config[model.active_adapter], folder, settings)
         return model.eval(), {"checkpoint": str(folder), "trained_here": False}
     torch.manual_seed(run.config.run.seed)
     model = HyperPeftModel(run.training_base(), settings.hyper_lora_config())
@@ -79,19 +79,12 @@ def train_or_load_p2p(run) -> tuple[HyperPeftModel, dict[str, Any]]:
     return model.eval(), {"checkpoint": str(folder), "trained_here": True, "train_s": train_s}
 
 
-def _check_checkpoint_matches(folder: Path, settings) -> None:
-    """Refuse a checkpoint made with other `p2p` settings than the run asks for (it would be used silently)."""
-    import json
-    from dataclasses import MISSING, fields
-
-    from ...config import HyperLoraConfig
-
-    defaults = {f.name: f.default for f in fields(HyperLoraConfig) if f.default is not MISSING}
-    saved = json.loads((folder / "adapter_config.json").read_text())
+def _check_checkpoint_matches(saved, folder: Path, settings) -> None:
+    """Refuse a checkpoint (its loaded config `saved`) made with other `p2p` settings than the run asks for."""
     wanted = {"profile_encoder": settings.profile_encoder, **settings.p2p_lora}
     for name, value in wanted.items():
-        if saved.get(name, defaults.get(name)) != value:
+        if getattr(saved, name) != value:
             raise ValueError(
-                f"The P2P checkpoint in {folder} has `{name}`={saved.get(name)!r}, but this run asks for {value!r}; "
-                "point `p2p.checkpoint` at another folder to train one with these settings."
+                f"The P2P checkpoint in {folder} has `{name}`={getattr(saved, name)!r}, but this run asks for "
+                f"{value!r}; point `p2p.checkpoint` at another folder to train one with these settings."
             )
