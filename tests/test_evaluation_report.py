@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -171,12 +172,18 @@ def test_every_method_end_to_end_on_a_tiny_model(tmp_path):
             for metric, (low, high) in intervals.items():
                 assert low <= result["scores"][method][task][metric] + 1e-9 and low <= high
     assert "attribution_mrr" in result["scores"]["base"]["synthetic-style"]
+    for method, by_task in result["scores"].items():  # every method scores the gold answers' likelihood
+        assert all(0 < scores["gold_nll"] < 20 for scores in by_task.values()), method
+    reference = result["attribution_reference"]["synthetic-style"]
+    assert set(reference) >= {"candidates", "gold", "chance"} and reference["candidates"] >= 2
     compared = {(t["method"], t["against"]) for tests in result["paired"].values() for t in tests}
     assert ("p2p_other_user", "p2p") in compared and any(m == "p2p" for m, _ in compared)
     predictions = (tmp_path / "out" / "predictions-test_random.jsonl").read_text().splitlines()
     assert len(predictions) == 6 and set(json.loads(predictions[0])["answers"]) == set(METHODS)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "95% bootstrap interval" in text and "| excludes 0 |" in text
+    assert "gold NLL / token ↓" in text and "the users' own texts (the gold answers) are attributed" in text
+    assert any(t["metric"] == "gold_nll" for tests in result["paired"].values() for t in tests)
     assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "eval-adapter-prep.png").exists()
     assert (tmp_path / "work" / "p2p" / "adapter_config.json").exists()  # trained here, reusable next time
 
@@ -229,6 +236,7 @@ def test_cross_validation_tests_every_user_once_and_pools_the_folds(tmp_path):
         assert (tmp_path / "work" / name / "mt-lora" / "adapter_config.json").exists()
     assert len(report["p2p"]["folds"]) == 3 and "p2p_train_s" in report["timings"]
     assert result["intervals"]["p2p"]["reddit"]["rougeL"][0] <= result["scores"]["p2p"]["reddit"]["rougeL"]
+    assert all(math.isfinite(p["scores"][m]["gold_nll"]) for p in predictions for m in p["scores"])  # pooled per row
 
     config["sweeps"] = {"k_values": [1]}
     path.write_text(yaml.safe_dump(config))

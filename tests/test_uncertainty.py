@@ -159,3 +159,34 @@ def test_scored_rows_add_up_to_the_task_scores_and_reach_the_report(tmp_path):
     write_report(report, "# r\n", tmp_path, {"test": [{"row": 0, "scores": {"p2p": per_row[0]}}]})
     line = json.loads((tmp_path / "predictions-test.jsonl").read_text().splitlines()[0])
     assert line["scores"]["p2p"]["attribution_rank"] == 1
+
+
+def test_chance_attribution_is_the_mean_of_a_uniform_rank():
+    from hyperpeft.evaluation.metrics import chance_attribution
+
+    assert chance_attribution(1) == {"attribution_acc1": 1.0, "attribution_mrr": 1.0}
+    assert chance_attribution(4) == pytest.approx(
+        {"attribution_acc1": 0.25, "attribution_mrr": (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4}
+    )
+
+
+def test_the_reference_attributes_the_users_own_texts():
+    """The gold outputs are ranked like answers: each in its user's own words here, so every one comes first."""
+    from types import SimpleNamespace
+
+    from hyperpeft.evaluation.run import _attribution_reference
+
+    users, histories = _users(4)
+    rows = Dataset.from_dict({
+        "user_id": users, "task": ["LaMP-5"] * 4, "input": ["q"] * 4, "history": histories,
+        "output": [f"{WORDS[2 * i + 1]} {WORDS[2 * i]}" for i in range(4)],
+    })  # fmt: skip
+    config = SimpleNamespace(eval=SimpleNamespace(bootstrap_samples=50), run=SimpleNamespace(seed=0))
+    attribution = {"LaMP-5": AuthorAttribution(encoder(), users, histories)}
+    reference = _attribution_reference(rows, attribution, config)["LaMP-5"]
+    assert reference["candidates"] == 4
+    assert reference["gold"] == {"attribution_acc1": 1.0, "attribution_mrr": 1.0}
+    assert reference["chance"]["attribution_acc1"] == 0.25
+    assert reference["gold_intervals"]["attribution_mrr"] == [1.0, 1.0]
+    swapped = rows.map(lambda row, i: {"output": rows["output"][(i + 1) % 4]}, with_indices=True)
+    assert _attribution_reference(swapped, attribution, config)["LaMP-5"]["gold"]["attribution_acc1"] == 0.0

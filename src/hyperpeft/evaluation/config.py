@@ -67,6 +67,10 @@ class EvalArguments:
         default="all-minilm-l6-v2",
         metadata={"help": "Sentence encoder of the author attribution of generated texts (null: no attribution)."},
     )
+    gold_nll: bool = field(
+        default=True,
+        metadata={"help": "Score each method's NLL of the gold answers (teacher-forced, after its own prompt)."},
+    )
 
     def __post_init__(self) -> None:
         check_int("bootstrap_samples", self.bootstrap_samples, minimum=0)

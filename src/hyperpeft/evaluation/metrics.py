@@ -92,7 +92,8 @@ def _mean(values: list[float]) -> float:
 def aggregate_rows(kind: str, rows: Sequence[dict]) -> dict[str, float]:
     """
     A task's metrics from its rows' scores (as `*_rows` give them): accuracy and macro-F1, MAE and RMSE, or mean
-    ROUGE; plus the author attribution's accuracy@1 and MRR where rows carry it. The bootstrap calls it on resamples.
+    ROUGE; plus the author attribution's accuracy@1 and MRR, and the gold answer's NLL, where rows carry them. The
+    bootstrap calls it on resamples.
     """
     n = len(rows)
     if kind == CLASSIFICATION:
@@ -112,11 +113,30 @@ def aggregate_rows(kind: str, rows: Sequence[dict]) -> dict[str, float]:
         scores = {"rouge1": _mean([r["rouge1"] for r in rows]), "rougeL": _mean([r["rougeL"] for r in rows])}
     else:
         raise ValueError(f"Unknown metric kind {kind!r}; expected one of {CLASSIFICATION}, {RATING}, {GENERATION}.")
-    attributed = [r for r in rows if r.get("attribution_rank") is not None]
-    if attributed:
-        scores["attribution_acc1"] = _mean([float(r["attribution_rank"] == 1) for r in attributed])
-        scores["attribution_mrr"] = _mean([1.0 / r["attribution_rank"] for r in attributed])
+    scores.update(attribution_scores(rows))
+    likelihoods = [r["gold_nll"] for r in rows if r.get("gold_nll") is not None]
+    if likelihoods:
+        scores["gold_nll"] = _mean(likelihoods)
     return {**scores, "n": n}
+
+
+def attribution_scores(rows: Sequence[dict]) -> dict[str, float]:
+    """The author attribution's accuracy@1 and MRR over the rows that carry an `attribution_rank` (none: `{}`)."""
+    ranks = [r["attribution_rank"] for r in rows if r.get("attribution_rank") is not None]
+    if not ranks:
+        return {}
+    return {
+        "attribution_acc1": _mean([float(k == 1) for k in ranks]),
+        "attribution_mrr": _mean([1.0 / k for k in ranks]),
+    }
+
+
+def chance_attribution(candidates: int) -> dict[str, float]:
+    """accuracy@1 and MRR of a ranking that knows nothing among `candidates` users: 1/n and (1 + 1/2 + ... + 1/n)/n."""
+    return {
+        "attribution_acc1": 1.0 / candidates,
+        "attribution_mrr": sum(1.0 / k for k in range(1, candidates + 1)) / candidates,
+    }
 
 
 def classification_scores(answers: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> dict[str, float]:

@@ -14,13 +14,14 @@ from .metrics import HEADLINE
 
 # The metrics shown per task kind, with whether higher is better.
 SHOWN = {
-    CLASSIFICATION: (("accuracy", True), ("f1", True)),
-    RATING: (("mae", False), ("rmse", False)),
+    CLASSIFICATION: (("accuracy", True), ("f1", True), ("gold_nll", False)),
+    RATING: (("mae", False), ("rmse", False), ("gold_nll", False)),
     GENERATION: (
-        ("rouge1", True), ("rougeL", True), ("judge", True), ("attribution_acc1", True), ("attribution_mrr", True)
+        ("rouge1", True), ("rougeL", True), ("judge", True), ("attribution_acc1", True), ("attribution_mrr", True),
+        ("gold_nll", False),
     ),
 }  # fmt: skip
-METRIC_NAMES = {"attribution_acc1": "author acc@1", "attribution_mrr": "author MRR"}
+METRIC_NAMES = {"attribution_acc1": "author acc@1", "attribution_mrr": "author MRR", "gold_nll": "gold NLL / token"}
 NAMES = {
     "base": "Base", "rag": "RAG", "pag": "PAG", "full_history": "Full history", "mt_lora": "MT-LoRA",
     "oppu": "OPPU", "p2p": "P2P", "p2p_other_user": "P2P, another user's profile",
@@ -114,7 +115,7 @@ def paired_table(paired: dict[str, list[dict]]) -> list[str]:
     """The paired bootstraps: each comparison's difference, its 95% interval and whether the interval excludes 0."""
     lines = [
         "Paired bootstrap over users (the same users drawn for both methods): method minus the one it is compared "
-        "with; for MAE lower is better, for the others higher.",
+        "with; for MAE and the gold NLL lower is better, for the others higher.",
         "",
         "| task | metric | method | against | difference | 95% interval | p | excludes 0 |",
         "| --- | --- | --- | --- | ---: | --- | ---: | --- |",
@@ -127,6 +128,25 @@ def paired_table(paired: dict[str, list[dict]]) -> list[str]:
                 f"{NAMES.get(t['against'], t['against'])} | {t['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] | "
                 f"{t['p']:.3f} | {'yes' if low > 0 or high < 0 else 'no'} |"
             )
+    return lines
+
+
+def attribution_reference(reference: dict[str, dict]) -> list[str]:
+    """One line per task: the attribution of the users' own texts (the level real writing reaches) and chance."""
+    lines = []
+    for task, found in sorted(reference.items()):
+        if not found.get("gold"):
+            continue
+        gold, chance, bounds = found["gold"], found["chance"], found.get("gold_intervals", {})
+        cells = [
+            f"{METRIC_NAMES[m]} {_cell(gold[m], False, bounds.get(m))} (chance {chance[m]:.3f})"
+            for m in ("attribution_acc1", "attribution_mrr")
+        ]
+        lines += [
+            "",
+            f"{task}: the users' own texts (the gold answers) are attributed with {' and '.join(cells)}, among "
+            f"{found['candidates']} candidates: the level that the users' real writing reaches on this metric.",
+        ]
     return lines
 
 
@@ -167,6 +187,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         prep = result["prep_s_per_user"]
         cells = [f"{sum(prep[m].values()) / len(prep[m]):.3f}" if prep.get(m) else "-" for m in methods]
         lines.append("| time | adapter prep s / user | " + " | ".join(cells) + " |")
+        lines += attribution_reference(result.get("attribution_reference", {}))
         if result.get("paired"):
             lines += ["", *paired_table(result["paired"])]
         if result.get("activity") and len(result["activity"]["labels"]) > 1:

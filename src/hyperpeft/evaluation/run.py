@@ -38,7 +38,7 @@ from .judge import judge_scores, make_judge
 from .methods import make_method
 from .methods.base import Answers
 from .methods.prompting import build_contexts, summary_of
-from .metrics import HEADLINE, aggregate_rows, score_rows
+from .metrics import HEADLINE, aggregate_rows, attribution_scores, chance_attribution, score_rows
 from .uncertainty import bootstrap_intervals, paired_difference, user_resamples
 
 logger = logging.get_logger(__name__)
@@ -180,6 +180,7 @@ def _cross_validate(config: EvalConfig, folds: int, timings: dict[str, float]):
             answers=[a for by_method in fold_answers for a in by_method[name].answers],
             seconds=sum(by_method[name].seconds for by_method in fold_answers),
             prep_s_per_user=_merged(by_method[name].prep_s_per_user for by_method in fold_answers),
+            gold_nll=_joined([by_method[name].gold_nll for by_method in fold_answers]),
         )
         for name in fold_answers[0]
     }
@@ -188,6 +189,10 @@ def _cross_validate(config: EvalConfig, folds: int, timings: dict[str, float]):
 
 def _merged(mappings) -> dict[str, float]:
     return {key: value for mapping in mappings for key, value in mapping.items()}
+
+
+def _joined(lists: list[list | None]) -> list | None:
+    return None if any(values is None for values in lists) else [v for values in lists for v in values]
 
 
 def _test_splits(config: EvalConfig, run: RunContext) -> list[str]:
@@ -206,7 +211,7 @@ def _score_split(
     history-length buckets; and the per-row predictions.
     """
     attribution = _attribution(rows, encoder)
-    per_row = {name: scored_rows(rows, a.answers, attribution) for name, a in answers.items()}
+    per_row = {name: scored_rows(rows, a.answers, attribution, a.gold_nll) for name, a in answers.items()}
     scores = {name: aggregate_by_task(rows, per_row[name]) for name in answers}
     if judge is not None:
         for name in config.judge.judge_methods or list(answers):
@@ -229,6 +234,8 @@ def _score_split(
     }
     if config.eval.bootstrap_samples:
         result["intervals"], result["paired"] = _uncertainty(rows, per_row, scores, config)
+    if attribution:
+        result["attribution_reference"] = _attribution_reference(rows, attribution, config)
     if config.sweeps.activity_buckets:
         bucket, labels = activity_buckets(rows, config.sweeps.activity_buckets)
         per_bucket = {}
@@ -264,6 +271,26 @@ def _attribution(rows: Dataset, encoder) -> dict[str, AuthorAttribution]:
     return found
 
 
+def _attribution_reference(rows: Dataset, attribution: dict[str, AuthorAttribution], config: EvalConfig) -> dict:
+    """
+    Per task, what the attribution gives the users' own texts (the gold outputs, never in their own history), the
+    level that real writing reaches on this data; and what a ranking that knows nothing gets.
+    """
+    found = {}
+    for task, index in _rows_by_task(rows).items():
+        if task not in attribution:
+            continue
+        users = [rows["user_id"][i] for i in index]
+        ranks = attribution[task].ranks([rows["output"][i] for i in index], users, [rows["input"][i] for i in index])
+        gold = [{"attribution_rank": rank} for rank in ranks]
+        found[task] = {"candidates": len(attribution[task].candidates), "gold": attribution_scores(gold)}
+        found[task]["chance"] = chance_attribution(found[task]["candidates"]) if found[task]["candidates"] else {}
+        if config.eval.bootstrap_samples and found[task]["gold"]:
+            resamples = user_resamples(users, config.eval.bootstrap_samples, seed=config.run.seed)
+            found[task]["gold_intervals"] = bootstrap_intervals(gold, attribution_scores, resamples)
+    return found
+
+
 # Methods that are P2P or its ablations; the others are the baselines P2P is compared with.
 _P2P_METHODS = ("p2p", "p2p_other_user")
 # Baselines P2P is always compared with, besides the best one: the model without an adapter, and one LoRA for all.
@@ -284,7 +311,7 @@ def _uncertainty(rows: Dataset, per_row: dict, scores: dict, config: EvalConfig)
         for name, values in task_rows.items():
             intervals[name][task] = bootstrap_intervals(values, aggregate, resamples)
         headline, higher = HEADLINE[get_task(task).metric]
-        compared = [(headline, higher)] + [(m, True) for m in ("attribution_acc1", "attribution_mrr")]
+        compared = [(headline, higher), ("attribution_acc1", True), ("attribution_mrr", True), ("gold_nll", False)]
         paired[task] = []
         for metric, higher in compared:
             baselines = [n for n in per_row if n not in _P2P_METHODS and metric in scores[n][task]]
@@ -378,11 +405,14 @@ def _rows_by_task(rows: Dataset) -> dict[str, list[int]]:
 
 
 def scored_rows(
-    rows: Dataset, answers: list[str], attribution: dict[str, AuthorAttribution] | None = None
+    rows: Dataset,
+    answers: list[str],
+    attribution: dict[str, AuthorAttribution] | None = None,
+    gold_nll: list[float] | None = None,
 ) -> list[dict]:
     """
     Each row's scores against its gold output, with the rank of its true author where `attribution` has its task
-    (the candidates' history items on the row's own input left out).
+    (the candidates' history items on the row's own input left out), and the gold answer's NLL when given.
     """
     found: list[dict] = [{} for _ in range(len(rows))]
     golds, users = rows["output"], rows["user_id"]
@@ -395,7 +425,7 @@ def scored_rows(
             for row_scores, rank in zip(task_scores, ranks):
                 row_scores["attribution_rank"] = rank
         for i, row_scores in zip(index, task_scores):
-            found[i] = row_scores
+            found[i] = row_scores if gold_nll is None else {**row_scores, "gold_nll": gold_nll[i]}
     return found
 
 

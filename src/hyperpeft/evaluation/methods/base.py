@@ -9,11 +9,15 @@ from typing import Any
 
 @dataclass
 class Answers:
-    """A method's answers in the order of the evaluated rows, their generation seconds, and preparation per user."""
+    """
+    A method's answers in the order of the evaluated rows, their generation seconds, preparation per user, and (when
+    the run asks for it) each row's gold answer's NLL under the method (`hyperpeft.evaluation.likelihood`).
+    """
 
     answers: list[str]
     seconds: float
     prep_s_per_user: dict[str, float] = field(default_factory=dict)
+    gold_nll: list[float] | None = None
 
 
 class Method:
@@ -38,8 +42,12 @@ class Method:
         raise NotImplementedError
 
     def generate(self, model, rows, desc: str | None = None, **kwargs: Any) -> Answers:
-        """Greedy answers of `model` with the run's prompts, batch size and token limits, timed."""
+        """
+        Greedy answers of `model` with the run's prompts, batch size and token limits, timed; with `eval.gold_nll`,
+        also the gold answers' NLL after the same conversations (`profiles`, `contexts` in `kwargs`).
+        """
         from ..generation import generate_answers
+        from ..likelihood import gold_nll
 
         evaluation = self.run.config.eval
         start = time.perf_counter()
@@ -47,4 +55,11 @@ class Method:
             model, self.run.tokenizer, rows["task"], rows["input"], batch_size=evaluation.eval_batch_size,
             max_new_tokens=evaluation.max_new_tokens, desc=desc or self.name, **kwargs,
         )  # fmt: skip
-        return Answers(answers, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        nll = None
+        if evaluation.gold_nll:
+            nll = gold_nll(
+                model, self.run.tokenizer, rows["task"], rows["input"], rows["output"],
+                batch_size=evaluation.eval_batch_size, **kwargs,
+            )  # fmt: skip
+        return Answers(answers, seconds, gold_nll=nll)

@@ -18,6 +18,7 @@ from trl import SFTConfig
 
 from ...training.recipes import conversation_rows
 from ..generation import generate_answers
+from ..likelihood import gold_nll
 from .base import Answers, Method
 from .mt_lora import train_lora
 
@@ -26,12 +27,14 @@ logger = logging.get_logger(__name__)
 
 @dataclass
 class OppuResult:
-    """Answers in the order of the evaluated rows, and per user: training seconds and training rows."""
+    """Answers in the order of the evaluated rows (with `score_gold`, the gold answers' NLL too), and per user:
+    training seconds and training rows."""
 
     answers: list[str]
     train_seconds: dict[str, float] = field(default_factory=dict)
     train_rows: dict[str, int] = field(default_factory=dict)
     generate_seconds: float = 0.0
+    gold_nll: list[float] | None = None
 
 
 def _opening(text: str) -> str:
@@ -71,6 +74,7 @@ def run_oppu(
     lora: Mapping[str, Any] | None = None,
     batch_size: int = 16,
     max_new_tokens: int | None = None,
+    score_gold: bool = False,
 ) -> OppuResult:
     """
     OPPU over the evaluated `rows` (common schema): per user, train a LoRA on [`user_history_rows`] only, answer that
@@ -84,6 +88,8 @@ def run_oppu(
         args (`trl.SFTConfig`): per-user training (epochs or steps, learning rate, batch size).
         lora (`dict`, *optional*): `peft.LoraConfig` fields over the default r = 8 on q_proj and v_proj.
         batch_size, max_new_tokens: for generation, as in [`generate_answers`].
+        score_gold (`bool`, defaults to `False`): also score each gold answer's NLL under its user's LoRA
+            ([`gold_nll`]).
 
     Returns:
         [`OppuResult`]
@@ -100,7 +106,7 @@ def run_oppu(
     if isinstance(model, PeftModel):
         raise TypeError("`model` should be the base model; OPPU adds (and removes) its own LoRA per user.")
     users = list(dict.fromkeys(rows["user_id"]))
-    result = OppuResult(answers=[""] * len(rows))
+    result = OppuResult(answers=[""] * len(rows), gold_nll=[float("nan")] * len(rows) if score_gold else None)
     for user in tqdm(users, desc="OPPU users", leave=False):
         index = [i for i, u in enumerate(rows["user_id"]) if u == user]
         own = rows.select(index)
@@ -121,6 +127,10 @@ def run_oppu(
         result.generate_seconds += time.perf_counter() - start
         for i, answer in zip(index, answers):
             result.answers[i] = answer
+        if score_gold:
+            nll = gold_nll(personal, tokenizer, own["task"], own["input"], own["output"], batch_size=batch_size)
+            for i, value in zip(index, nll):
+                result.gold_nll[i] = value
         if isinstance(personal, PeftModel):
             model = personal.unload()  # the base model without this user's LoRA
     return result
@@ -136,6 +146,6 @@ class OPPU(Method):
         args = run.trainer_config(run.workdir / "oppu", overrides)
         result = run_oppu(
             run.base, run.tokenizer, rows, args, settings.oppu_lora, run.config.eval.eval_batch_size,
-            run.config.eval.max_new_tokens,
+            run.config.eval.max_new_tokens, score_gold=run.config.eval.gold_nll,
         )  # fmt: skip
-        return Answers(result.answers, result.generate_seconds, result.train_seconds)
+        return Answers(result.answers, result.generate_seconds, result.train_seconds, result.gold_nll)
