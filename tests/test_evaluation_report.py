@@ -242,6 +242,14 @@ def test_cross_validation_tests_every_user_once_and_pools_the_folds(tmp_path):
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="run on one split: give the kfold split a `fold`"):
         evaluate(read_eval_config(path))
+    # six folds of six users leave one test user per fold: refused before any fold trains
+    config["sweeps"] = {"activity_buckets": 0}
+    config["data"]["user_split"]["folds"] = 6
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="Fold 0 of the 6-fold split tests 1 user of task 'reddit'"):
+        evaluate(read_eval_config(path))
+    assert not (tmp_path / "p2p" / "fold-0-of-6-seed-1").exists()
+    config["data"]["user_split"]["folds"] = 3
 
     # one fold alone uses that fold's folders: its models are loaded, not trained again on other users
     config["data"]["user_split"]["fold"] = 1

@@ -139,6 +139,17 @@ def _cross_validation_folds(config: EvalConfig) -> int | None:
     return split["folds"]
 
 
+def _check_two_users_per_task(rows: Dataset, fold: int, folds: int) -> None:
+    for task, index in _rows_by_task(rows).items():
+        users = {rows["user_id"][i] for i in index}
+        if len(users) < 2:
+            raise ValueError(
+                f"Fold {fold} of the {folds}-fold split tests {len(users)} user of task {task!r}, but "
+                "`p2p_other_user` gives each row another test user's profile; use fewer folds, or leave "
+                "`p2p_other_user` out."
+            )
+
+
 def _fold_config(config: EvalConfig, fold: int) -> EvalConfig:
     """The settings of one fold: its user split, its own workdir and its own checkpoint folders."""
     fold_config = copy.deepcopy(config)
@@ -161,16 +172,22 @@ def _fold_config(config: EvalConfig, fold: int) -> EvalConfig:
 def _cross_validate(config: EvalConfig, folds: int, timings: dict[str, float]):
     """Each fold's methods trained on its training users and answering its test users; the answers pooled."""
     fold_rows, fold_answers, p2p_info, split_sizes = [], [], {"folds": []}, {}
+    # every fold's data first (no model yet), so that a fold that cannot be evaluated stops the run before training
+    runs = [RunContext(_fold_config(config, fold)) for fold in range(folds)]
+    evaluation = config.eval
+    tested = [eval_rows(r.splits["test_kfold"], evaluation.users_per_task, evaluation.queries_per_user) for r in runs]
+    if "p2p_other_user" in config.run.methods:
+        for fold, rows in enumerate(tested):
+            _check_two_users_per_task(rows, fold, folds)
     for fold in range(folds):
         logger.warning("Cross-validation: fold %d of %d.", fold + 1, folds)
-        fold_config = _fold_config(config, fold)
-        run = RunContext(fold_config)
-        methods, info = _prepare(fold_config, run, timings)
+        run, rows = runs[fold], tested[fold]
+        fold_rows.append(rows.add_column("fold", [fold] * len(rows)))
+        methods, info = _prepare(run.config, run, timings)
         p2p_info["folds"].append(info)
         split_sizes.update(_split_sizes({"train": run.train}, f" (fold {fold})"))
-        rows = eval_rows(run.splits["test_kfold"], config.eval.users_per_task, config.eval.queries_per_user)
-        fold_rows.append(rows.add_column("fold", [fold] * len(rows)))
         fold_answers.append({name: method.answer(rows) for name, method in methods.items()})
+        runs[fold] = None
         del methods, run  # one fold's models in memory at a time
         gc.collect()
     rows = concatenate_datasets(fold_rows)
