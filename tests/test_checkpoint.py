@@ -136,6 +136,16 @@ def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(ValueError, match="not a hyperpeft checkpoint"):
         HyperPeftModel.from_pretrained(make_base(), lora)
 
+    # weights with a shared LoRA under a config without one (and the other way round) name the disagreement
+    trained_model(shared_lora=True).save_pretrained(tmp_path / "shared")
+    for folder, shared_lora, has in (("shared", False, "has"), ("ok", True, "lacks")):
+        edited = tmp_path / f"edited-{folder}"
+        shutil.copytree(tmp_path / folder, edited)
+        saved = json.loads((edited / CONFIG_NAME).read_text())
+        (edited / CONFIG_NAME).write_text(json.dumps({**saved, "shared_lora": shared_lora}))
+        with pytest.raises(ValueError, match=f"{has} a shared LoRA .* shared_lora={shared_lora}: its adapter_config"):
+            HyperPeftModel.from_pretrained(make_base(), edited)
+
 
 def test_checkpoint_for_another_base_model_names_the_shape(tmp_path):
     trained_model().save_pretrained(tmp_path)

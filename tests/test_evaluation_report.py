@@ -165,6 +165,8 @@ def test_every_method_end_to_end_on_a_tiny_model(tmp_path):
     assert set(result["prep_s_per_user"]) == {"p2p", "oppu"} and len(result["prep_s_per_user"]["oppu"]) == 6
     assert set(report["results"]["k_sweep"]["scores"]["rag"]) == {1}
     assert set(report["results"]["ablations"]["scores"]) == {"full", "random_user"}
+    assert "gold_nll" in report["results"]["ablations"]["scores"]["random_user"]["synthetic-style"]
+    assert "gold_nll" in report["results"]["k_sweep"]["scores"]["p2p"][1]["synthetic-rating"]
     for method, by_task in result["intervals"].items():  # every score has its interval over users
         for task, intervals in by_task.items():
             shown = {m for m, v in result["scores"][method][task].items() if m not in ("n", "unparseable", "judged")}

@@ -368,6 +368,13 @@ class HyperPeftModel(PeftModelForCausalLM):
         expected = self.hypernetwork.state_dict()
         found = {k.removeprefix(_WEIGHTS_PREFIX): v for k, v in weights.items()}
         missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+        if (missing or unexpected) and all(k.startswith("shared.") for k in missing + unexpected):
+            has = "has" if unexpected else "lacks"
+            raise ValueError(
+                f"The checkpoint {source!s} {has} a shared LoRA (`shared.*` weights) but its config says "
+                f"shared_lora={self.hyper_config.shared_lora}: its adapter_config.json and weights disagree, so it is "
+                "corrupt or was edited by hand."
+            )
         if missing or unexpected:
             raise ValueError(
                 f"The checkpoint {source!s} does not fit this hypernetwork: missing {missing[:5]}, unexpected "

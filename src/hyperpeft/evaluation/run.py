@@ -371,6 +371,10 @@ def _sweeps(config: EvalConfig, run: RunContext) -> dict[str, Any]:
     p2p.prepare()
     rag = make_method("rag", run)
     results: dict[str, Any] = {}
+
+    def scored(answers: Answers) -> dict[str, dict]:
+        return aggregate_by_task(rows, scored_rows(rows, answers.answers, gold_nll=answers.gold_nll))
+
     if sweeps.k_values:
         by_k: dict[str, dict] = {"p2p": {}, "rag": {}}
         for k in sweeps.k_values:
@@ -379,20 +383,16 @@ def _sweeps(config: EvalConfig, run: RunContext) -> dict[str, Any]:
                 "rag", rows, run.tokenizer, k=k, context_tokens=evaluation.context_tokens,
                 history_tokens=evaluation.history_tokens,
             )  # fmt: skip
-            by_k["rag"][k] = scores_by_task(rows, rag.generate(run.base, rows, contexts=contexts).answers)
+            by_k["rag"][k] = scored(rag.generate(run.base, rows, contexts=contexts))
             profiles = run.profiles_with(rows, k=k, mode="full")
-            by_k["p2p"][k] = scores_by_task(
-                rows, p2p.generate(p2p.model, rows, f"p2p k={k}", profiles=profiles).answers
-            )
+            by_k["p2p"][k] = scored(p2p.generate(p2p.model, rows, f"p2p k={k}", profiles=profiles))
         results["k_sweep"] = {"split": split, "scores": by_k}
     if sweeps.ablations:
-        ablations = {"full": scores_by_task(rows, p2p.generate(p2p.model, rows, profiles=rows["profile"]).answers)}
+        ablations = {"full": scored(p2p.generate(p2p.model, rows, profiles=rows["profile"]))}
         for mode in sweeps.ablations:
             k = max(run.k, 1) if mode == "retrieved" else run.k
             profiles = run.profiles_with(rows, mode=mode, k=k)
-            ablations[mode] = scores_by_task(
-                rows, p2p.generate(p2p.model, rows, f"p2p {mode}", profiles=profiles).answers
-            )
+            ablations[mode] = scored(p2p.generate(p2p.model, rows, f"p2p {mode}", profiles=profiles))
         results["ablations"] = {"split": split, "scores": ablations}
     return results
 
