@@ -190,3 +190,23 @@ def test_the_reference_attributes_the_users_own_texts():
     assert reference["gold_intervals"]["attribution_mrr"] == [1.0, 1.0]
     swapped = rows.map(lambda row, i: {"output": rows["output"][(i + 1) % 4]}, with_indices=True)
     assert _attribution_reference(swapped, attribution, config)["LaMP-5"]["gold"]["attribution_acc1"] == 0.0
+
+
+def test_the_other_user_ablation_is_compared_with_p2p_even_without_baselines():
+    from types import SimpleNamespace
+
+    from hyperpeft.evaluation.run import _uncertainty
+
+    rows = Dataset.from_dict({"user_id": ["a", "a", "b", "c"], "task": ["LaMP-5"] * 4})
+    per_row = {
+        "p2p": [{"rouge1": 0.5, "rougeL": 0.5, "gold_nll": 1.0}] * 4,
+        "p2p_other_user": [{"rouge1": 0.2, "rougeL": 0.2, "gold_nll": 1.5}] * 4,
+    }
+    scores = {name: aggregate_by_task(rows, values) for name, values in per_row.items()}
+    config = SimpleNamespace(eval=SimpleNamespace(bootstrap_samples=50), run=SimpleNamespace(seed=0))
+    _, paired = _uncertainty(rows, per_row, scores, config)
+    found = {(t["method"], t["against"], t["metric"]): t["difference"] for t in paired["LaMP-5"]}
+    assert found == {
+        ("p2p_other_user", "p2p", "rougeL"): pytest.approx(-0.3),
+        ("p2p_other_user", "p2p", "gold_nll"): pytest.approx(0.5),
+    }

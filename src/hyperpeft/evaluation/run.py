@@ -331,13 +331,15 @@ def _uncertainty(rows: Dataset, per_row: dict, scores: dict, config: EvalConfig)
         compared = [(headline, higher), ("attribution_acc1", True), ("attribution_mrr", True), ("gold_nll", False)]
         paired[task] = []
         for metric, higher in compared:
-            baselines = [n for n in per_row if n not in _P2P_METHODS and metric in scores[n][task]]
-            if not baselines or "p2p" not in per_row or metric not in scores["p2p"][task]:
+            if "p2p" not in per_row or metric not in scores["p2p"][task]:
                 continue
-            best = (max if higher else min)(baselines, key=lambda n: scores[n][task][metric])
-            # the best baseline, and the two controls every P2P claim is about: the base model and MT-LoRA
-            controls = [n for n in _CONTROLS if n in baselines and n != best]
-            pairs = [("p2p", against) for against in [best, *controls]]
+            baselines = [n for n in per_row if n not in _P2P_METHODS and metric in scores[n][task]]
+            pairs = []
+            if baselines:
+                best = (max if higher else min)(baselines, key=lambda n: scores[n][task][metric])
+                # the best baseline, and the two controls every P2P claim is about: the base model and MT-LoRA
+                controls = [n for n in _CONTROLS if n in baselines and n != best]
+                pairs += [("p2p", against) for against in [best, *controls]]
             pairs += [("p2p_other_user", "p2p")] if "p2p_other_user" in per_row else []
             for method, against in pairs:
                 test = paired_difference(task_rows[method], task_rows[against], aggregate, metric, resamples)
