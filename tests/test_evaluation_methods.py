@@ -1,12 +1,20 @@
-"""Prompt-based baselines: the context blocks they build, their token budgets, and batched answers with contexts."""
+"""Prompt-based baselines: the context blocks they build, their token budgets, and batched answers with contexts; the
+profiles of P2P's other-user ablation."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from conftest import make_base, make_tokenizer
+from datasets import Dataset
 
+from hyperpeft.evaluation.config import RunArguments
+from hyperpeft.evaluation.context import RunContext
 from hyperpeft.evaluation.generation import chat_messages, generate_answers
+from hyperpeft.evaluation.methods.p2p import P2POtherUser
 from hyperpeft.evaluation.methods.prompting import ITEMS_HEADER, SUMMARY_HEADER, build_context, build_contexts
+from hyperpeft.profiles import RETRIEVED_HEADER, ProfileArguments
 
 HISTORY = [
     {"input": "w1 w2 w3", "output": "w10"},
@@ -82,3 +90,23 @@ def test_generate_answers_with_contexts_end_to_end():
     assert prompts == sorted(chat_messages("LaMP-3", r["input"], c)[1]["content"] for r, c in zip(rows, contexts))
     with pytest.raises(ValueError, match="one entry per row"):
         generate_answers(model, tokenizer, ["LaMP-3"], ["w1"], contexts=[None, None])
+
+
+def test_other_user_ablation_keeps_the_runs_profile_mode(tmp_path):
+    rows = Dataset.from_list(
+        [{"id": f"u{u}-{q}", "user_id": f"u{u}", "task": "LaMP-3", "input": f"w{q} w{u}", "output": "w1",
+          "history": [{"input": f"w{q} w{u}", "output": f"w{20 + u}"}, {"input": "w9", "output": "w30"}],
+          "profile_text": f"summary of u{u}"} for u in range(3) for q in range(2)]
+    )  # fmt: skip
+    profiles = ProfileArguments(k=1, profile_mode="retrieved")
+    run = SimpleNamespace(config=SimpleNamespace(profiles=profiles, run=RunArguments()), workdir=tmp_path)
+    run.profiles_with = RunContext.profiles_with.__get__(run)  # the run's own profile building
+    method = P2POtherUser("p2p_other_user", run)
+    method.model, seen = None, {}
+    method.generate = lambda model, rows, **kwargs: seen.update(kwargs)
+    method.answer(rows)
+
+    own = run.profiles_with(rows)
+    for profile, mine, row in zip(seen["profiles"], own, rows):
+        assert profile.startswith(RETRIEVED_HEADER) and "summary of" not in profile  # items only, as P2P trained
+        assert profile != mine and f"w{20 + int(row['user_id'][1])}" not in profile  # another user's items

@@ -103,6 +103,8 @@ def test_config_flags_and_errors(tmp_path, capsys):
         with pytest.raises(SystemExit):
             read_eval_config(path, flags)
         assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="`profile_mode='random_user'` is already another user's"):
+        read_eval_config(path, ["--methods", "p2p", "p2p_other_user", "--profile_mode", "random_user"])
     with pytest.raises(SystemExit):
         read_eval_config(tmp_path / "missing.yaml")
     assert "No config file" in capsys.readouterr().err

@@ -214,6 +214,25 @@ def test_random_user_never_picks_the_same_user(tmp_path):
         build(make_rows(n_users=1), tmp_path, mode="random_user")
 
 
+def test_random_user_in_another_mode_swaps_only_the_user(tmp_path):
+    rows = make_rows(n_users=4, queries=2)
+    fake = CountingSummarizer()
+    own = build(rows, tmp_path, fake, mode="retrieved", k=2)
+    other = build(rows, tmp_path, fake, mode="random_user", other_user_mode="retrieved", k=2, seed=3)
+    assert not fake.prompts  # items only: no summary is written
+    donors = build(rows, tmp_path, mode="random_user", seed=3)["profile_user_id"]
+    assert other["profile_user_id"] == donors  # the same other user as in the full mode
+    for row, donor in zip(other, donors):
+        donor_history = next(r["history"] for r in rows if r["user_id"] == donor)
+        assert row["profile"] == f"{RETRIEVED_HEADER}\n{format_items(retrieve(row['input'], donor_history, k=2))}"
+    assert all(a != b for a, b in zip(own["profile"], other["profile"]))
+
+    with pytest.raises(ValueError, match="`other_user_mode` should be one of .* but is 'random_user'"):
+        ProfileBuilder(mode="random_user", other_user_mode="random_user")
+    with pytest.raises(ValueError, match="`k` must be >= 1"):
+        ProfileBuilder(mode="random_user", other_user_mode="retrieved", k=0)
+
+
 def test_shuffled_keeps_the_words(tmp_path):
     rows = make_rows(n_users=3)
     full = build(rows, tmp_path)

@@ -224,6 +224,14 @@ class EvalConfig:
     judge: JudgeArguments = field(default_factory=JudgeArguments)
     sweeps: SweepArguments = field(default_factory=SweepArguments)
 
+    def __post_init__(self) -> None:
+        if "p2p_other_user" in self.run.methods and self.profiles.profile_mode == "random_user":
+            raise ValueError(
+                "`p2p_other_user` gives each row another user's profile in the run's `profile_mode`, and "
+                "`profile_mode='random_user'` is already another user's: use another `profile_mode`, or leave "
+                "`p2p_other_user` out of `methods`."
+            )
+
     @classmethod
     def from_sections(cls, sections: dict[str | None, Any]) -> EvalConfig:
         return cls(**{("run" if name is None else name): value for name, value in sections.items()})

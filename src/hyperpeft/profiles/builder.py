@@ -7,7 +7,7 @@ import json
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,7 +137,9 @@ def _history(p: _Profiles, row: _Row) -> str:
 
 
 def _random_user(p: _Profiles, row: _Row) -> str:
-    return p.full(p.donor(row), row.input)  # the other user's summary and their items retrieved for this input
+    """Another user's profile in the builder's `other_user_mode`, built for this row (its input, its id)."""
+    profile_of, _ = _MODES[p.builder.other_user_mode]
+    return profile_of(p, replace(p.donor(row), id=row.id, input=row.input))
 
 
 def _shuffled(p: _Profiles, row: _Row) -> str:
@@ -172,8 +174,9 @@ class ProfileBuilder:
         - `"summary"`: the summary only.
         - `"retrieved"`: the k retrieved items only (needs `k >= 1`; no LLM call).
         - `"history"`: the whole history, the most recent items that fit `history_chars` (no LLM call).
-        - `"random_user"`: the full profile of another user of the same task (their summary and their items
-          retrieved for this row's input), drawn once per user with `seed`; never the user's own.
+        - `"random_user"`: the profile of another user of the same task, drawn once per user with `seed` (never
+          the user's own), in `other_user_mode`: by default the full one, their summary and their items retrieved
+          for this row's input.
         - `"shuffled"`: the full profile with its words in a random order drawn with `seed` and the row's id.
 
     Args:
@@ -190,6 +193,8 @@ class ProfileBuilder:
             the summary prompt and in the profile.
         history_chars (`int`, defaults to 4000): character budget of the `"history"` mode.
         summary_words (`int`, defaults to 60): the length limit the summary prompt asks for.
+        other_user_mode (`str`, defaults to `"full"`): the mode of the other user's profile in `"random_user"` mode,
+            any mode but `"random_user"`: the mode a model was trained with swaps the user and nothing else.
 
     Example:
 
@@ -220,11 +225,15 @@ class ProfileBuilder:
         item_chars: int = 300,
         history_chars: int = 4000,
         summary_words: int = 60,
+        other_user_mode: str = "full",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"`mode` should be one of {MODES} but the value passed is {mode!r}.")
+        donor_modes = tuple(m for m in MODES if m != "random_user")
+        if other_user_mode not in donor_modes:
+            raise ValueError(f"`other_user_mode` should be one of {donor_modes} but is {other_user_mode!r}.")
         check_int("k", k, minimum=0, hint=" (0 retrieves nothing)")
-        if mode == "retrieved" and k == 0:
+        if k == 0 and "retrieved" in (mode, other_user_mode if mode == "random_user" else None):
             raise ValueError(
                 "`mode='retrieved'` builds the profile from the retrieved items only, so `k` must be >= 1."
             )
@@ -249,6 +258,7 @@ class ProfileBuilder:
         self.item_chars = item_chars
         self.history_chars = history_chars
         self.summary_words = summary_words
+        self.other_user_mode = other_user_mode
 
     def summary_prompt(self, task: str, history: Sequence[dict[str, str]]) -> str:
         """The prompt this builder sends to the summarizer for one user's history."""
@@ -268,6 +278,8 @@ class ProfileBuilder:
         """
         rows = _read_rows(dataset)
         profile_of, needs_summary = _MODES[self.mode]
+        if self.mode == "random_user":
+            needs_summary = _MODES[self.other_user_mode][1]
         for row in rows:
             if not row.history and (row.profile_text is None or not needs_summary):
                 what = "a `profile_text` or a non-empty `history`" if needs_summary else "a non-empty `history`"

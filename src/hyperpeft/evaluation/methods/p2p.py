@@ -45,14 +45,19 @@ class P2P(Method):
 
 
 class P2POtherUser(Method):
-    """The same hypernetwork, each row given another test user's profile of the same task (`random_user` profiles)."""
+    """
+    The same hypernetwork, each row given another test user's profile of the same task (`random_user` profiles), in
+    the run's `profile_mode`: only the user changes, not the kind of profile the hypernetwork was trained on.
+    """
 
     def prepare(self) -> dict[str, Any]:
         self.model, _ = self.run.p2p_model()
         return {}
 
     def answer(self, rows) -> Answers:
-        return self.generate(self.model, rows, profiles=self.run.profiles_with(rows, mode="random_user"))
+        mode = self.run.config.profiles.profile_mode
+        other = self.run.profiles_with(rows, mode="random_user", other_user_mode=mode)
+        return self.generate(self.model, rows, profiles=other)
 
 
 def train_or_load_p2p(run) -> tuple[HyperPeftModel, dict[str, Any]]:
