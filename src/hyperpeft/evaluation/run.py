@@ -375,7 +375,7 @@ def _sweeps(config: EvalConfig, run: RunContext) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     def scored(answers: Answers) -> dict[str, dict]:
-        return aggregate_by_task(rows, scored_rows(rows, answers.answers, gold_nll=answers.gold_nll))
+        return scores_by_task(rows, answers.answers, answers.gold_nll)
 
     if sweeps.k_values:
         by_k: dict[str, dict] = {"p2p": {}, "rag": {}}
@@ -456,9 +456,9 @@ def aggregate_by_task(rows: Dataset, per_row: list[dict]) -> dict[str, dict]:
     }
 
 
-def scores_by_task(rows: Dataset, answers: list[str]) -> dict[str, dict]:
-    """Each task's metrics of `answers` against the rows' gold outputs."""
-    return aggregate_by_task(rows, scored_rows(rows, answers))
+def scores_by_task(rows: Dataset, answers: list[str], gold_nll: list[float] | None = None) -> dict[str, dict]:
+    """Each task's metrics of `answers` against the rows' gold outputs (and of the gold answers' NLL when given)."""
+    return aggregate_by_task(rows, scored_rows(rows, answers, gold_nll=gold_nll))
 
 
 def activity_buckets(rows: Dataset, n_buckets: int) -> tuple[list[int], list[str]]:

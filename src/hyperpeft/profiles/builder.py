@@ -148,7 +148,7 @@ def _shuffled(p: _Profiles, row: _Row) -> str:
     return " ".join(words)
 
 
-# mode -> (the profile of one row, whether it needs the row's own summary)
+# mode -> (the profile of one row, whether it needs the summaries; random_user's is its other_user_mode's)
 _MODES: dict[str, tuple[Callable[[_Profiles, _Row], str], bool]] = {
     "full": (_full, True),
     "summary": (_summary, True),
@@ -158,6 +158,11 @@ _MODES: dict[str, tuple[Callable[[_Profiles, _Row], str], bool]] = {
     "shuffled": (_shuffled, True),
 }
 MODES = tuple(_MODES)
+
+
+def _text_mode(mode: str, other_user_mode: str) -> str:
+    """The mode whose kind of text the profiles are: `random_user` builds another user's `other_user_mode` profile."""
+    return other_user_mode if mode == "random_user" else mode
 
 
 class ProfileBuilder:
@@ -233,7 +238,7 @@ class ProfileBuilder:
         if other_user_mode not in donor_modes:
             raise ValueError(f"`other_user_mode` should be one of {donor_modes} but is {other_user_mode!r}.")
         check_int("k", k, minimum=0, hint=" (0 retrieves nothing)")
-        if k == 0 and "retrieved" in (mode, other_user_mode if mode == "random_user" else None):
+        if k == 0 and _text_mode(mode, other_user_mode) == "retrieved":
             raise ValueError(
                 "`mode='retrieved'` builds the profile from the retrieved items only, so `k` must be >= 1."
             )
@@ -277,9 +282,8 @@ class ProfileBuilder:
             profile was used). Existing columns of those names are replaced.
         """
         rows = _read_rows(dataset)
-        profile_of, needs_summary = _MODES[self.mode]
-        if self.mode == "random_user":
-            needs_summary = _MODES[self.other_user_mode][1]
+        profile_of = _MODES[self.mode][0]
+        needs_summary = _MODES[_text_mode(self.mode, self.other_user_mode)][1]
         for row in rows:
             if not row.history and (row.profile_text is None or not needs_summary):
                 what = "a `profile_text` or a non-empty `history`" if needs_summary else "a non-empty `history`"
