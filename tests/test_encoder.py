@@ -52,6 +52,23 @@ def test_cache_is_bounded(minilm_encoder):
     assert list(encoder._cache) == ["b", "c"]
 
 
+def test_profiles_longer_than_the_encoders_window_are_named_once(minilm_encoder, caplog):
+    encoder = ProfileEncoder(model=minilm_encoder.model)
+    window = minilm_encoder.model.max_seq_length
+    encoder.encode(["likes jazz", "writes in slang"])
+    assert "longer than the profile encoder" not in caplog.text
+    long = " ".join(f"item{i}" for i in range(window))  # well past the window in word pieces
+    encoder.encode(["likes jazz", long, long + " more"])
+    assert f"2 of 2 texts are longer than the profile encoder 'all-minilm-l6-v2' reads ({window} tokens" in (
+        caplog.text
+    )  # the cached "likes jazz" is not re-encoded, so not counted
+    # the cut is real: what lies past the window does not change the embedding
+    assert torch.equal(encoder.encode(long), encoder.encode(long + " more"))
+    caplog.clear()
+    encoder.encode([long + " again"])
+    assert "longer than the profile encoder" not in caplog.text  # once per encoder
+
+
 def test_bad_texts():
     encoder = ProfileEncoder(model=object())
     with pytest.raises(ValueError, match="empty"):

@@ -8,9 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers.utils import logging
 
 from ._validation import check_text
 from .embedded import EMBEDDED_PROFILE_ENCODER, resolve_encoder
+
+logger = logging.get_logger(__name__)
 
 # `profile_encoder="hidden-states:<causal LM>"`: a profile is the mean of the LM's last hidden states over its tokens
 # (the paper's Table 4 embeds profiles with the base model itself). The LM is any name `load_base_model` takes.
@@ -63,6 +66,7 @@ class HiddenStateEncoder:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = torch.device(device or "cpu")
+        self.max_seq_length = HIDDEN_STATES_MAX_TOKENS  # named as sentence-transformers names a model's window
         # the decoder without its LM head; float32, as the profile encoder is frozen and small next to the base
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32).eval().to(self.device)
 
@@ -79,7 +83,7 @@ class HiddenStateEncoder:
         for start in tqdm(range(0, len(texts), batch_size), desc="hidden states", disable=not show_progress_bar):
             batch = self.tokenizer(
                 [texts[i] for i in order[start : start + batch_size]], padding=True, truncation=True,
-                max_length=HIDDEN_STATES_MAX_TOKENS, return_tensors="pt",
+                max_length=self.max_seq_length, return_tensors="pt",
             ).to(self.device)  # fmt: skip
             states = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"][..., None].to(states.dtype)
@@ -94,6 +98,9 @@ class ProfileEncoder:
     Encodes profile texts with a sentence-transformers model, in batches, with an in-memory LRU cache keyed by text.
 
     The encoder is frozen: it is not an `nn.Module` of the wrapped model and is never saved in a checkpoint.
+
+    An encoder reads a text only up to its window (`max_seq_length`: 256 tokens for all-MiniLM-L6-v2) and embeds
+    that start; the first texts it cuts are named in a warning, as a summary plus k history items can be longer.
 
     Args:
         model_name_or_path (`str`, defaults to `"all-minilm-l6-v2"`): sentence-transformers name or local path, the
@@ -132,6 +139,7 @@ class ProfileEncoder:
         self._model = model
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
+        self._warned_cut = False
 
     @property
     def model(self) -> Any:
@@ -179,7 +187,26 @@ class ProfileEncoder:
 
     def _encode(self, texts: list[str], show_progress_bar: bool) -> torch.Tensor:
         inputs = [self.instruction + t for t in texts] if self.instruction else texts
+        self._warn_if_cut(inputs)
         embeddings = self.model.encode(
             inputs, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=show_progress_bar
         )
         return torch.as_tensor(embeddings).detach().to("cpu", torch.float32)
+
+    def _warn_if_cut(self, texts: list[str]) -> None:
+        """Warn (once) when texts are longer than the encoder reads: their ends would not reach the hypernetwork."""
+        tokenizer, window = getattr(self.model, "tokenizer", None), getattr(self.model, "max_seq_length", None)
+        if self._warned_cut or tokenizer is None or not isinstance(window, int):
+            return  # a model without a known window (e.g. a test double) cuts nothing we can see
+        lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        cut = [n for n in lengths if n > window]
+        if cut:
+            self._warned_cut = True
+            logger.warning(
+                "%d of %d texts are longer than the profile encoder %r reads (%d tokens; the longest has %d): "
+                "it embeds only their start, so their later history items do not reach the hypernetwork. Shorten "
+                "the profiles (a smaller `k` or `item_chars` for `ProfileBuilder`) or pick an encoder with a longer "
+                "window ('%s<causal LM>' reads %d). Shown once per encoder.",
+                len(cut), len(texts), self.model_name_or_path, window, max(cut), HIDDEN_STATES_PREFIX,
+                HIDDEN_STATES_MAX_TOKENS,
+            )  # fmt: skip
