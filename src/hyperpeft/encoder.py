@@ -198,7 +198,7 @@ class ProfileEncoder:
         tokenizer, window = getattr(self.model, "tokenizer", None), getattr(self.model, "max_seq_length", None)
         if self._warned_cut or tokenizer is None or not isinstance(window, int):
             return  # a model without a known window (e.g. a test double) cuts nothing we can see
-        lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]  # verbose: no 512-token warning
         cut = [n for n in lengths if n > window]
         if cut:
             self._warned_cut = True
