@@ -84,4 +84,6 @@ if rank == 0:
     }
     (output_dir / "optimizer.json").write_text(json.dumps(meta))
     (output_dir / "losses.json").write_text(json.dumps(losses))
+# rank 1 waits for rank 0's save: a rank that tears gloo down while its peer is still connected can abort at exit
+dist.barrier()
 dist.destroy_process_group()
