@@ -120,6 +120,7 @@ def train_or_load_distilled(run):
     folder = Path(settings.p2p_checkpoint)
     if (folder / "adapter_config.json").exists():
         model = HyperPeftModel.from_pretrained(run.base_copy(), str(folder))
+        p2p._check_checkpoint_matches(model.peft_config[model.active_adapter], folder, settings)
         return model.eval(), {"checkpoint": str(folder), "trained_here": False}
     torch.manual_seed(run.config.run.seed)
     train = run.train

@@ -7,6 +7,7 @@ mean squared error between them against that of predicting no shift, and their c
 """
 
 import sys
+from contextlib import nullcontext
 
 import torch
 
@@ -34,13 +35,13 @@ def answer_log_probs(rows, contexts=None, profiles=None) -> list[torch.Tensor]:
             run.tokenizer, chat_messages(rows["task"][i], rows["input"][i], context), rows["output"][i]
         )
         ids = torch.tensor([prompt + answer])
-        extra = {"profile": [profiles[i]]} if profiles is not None else {}
-        with torch.inference_mode():
-            if profiles is None:
-                with model.disable_adapter():
-                    logits = model(input_ids=ids, **extra).logits
-            else:
-                logits = model(input_ids=ids, **extra).logits
+        # the teacher is the frozen base (profile in its prompt); the student wears the adapter of `profiles[i]`
+        if profiles is None:
+            adapter, extra = model.disable_adapter(), {}
+        else:
+            adapter, extra = nullcontext(), {"profile": [profiles[i]]}
+        with torch.inference_mode(), adapter:
+            logits = model(input_ids=ids, **extra).logits
         log_probs = logits[0, len(prompt) - 1 : -1].float().log_softmax(-1)
         found.append(log_probs.gather(-1, torch.tensor(answer)[:, None])[:, 0])
     return found

@@ -41,26 +41,24 @@ def check_method(name: str, path: str, row: dict) -> None:
 
 
 rows = [r for r in read(args.predictions) if args.fold is None or r.get("fold") == args.fold]
-check_method(args.method, args.predictions, rows[0])
-against_path = args.against_from or args.predictions
+against_rows = rows  # the row each row is paired with: itself, or the same row of the other run
 if args.against_from:
-    others = {r["id"]: r for r in read(args.against_from)}
-    missing = [r["id"] for r in rows if r["id"] not in others]
+    others = {(r["task"], r["id"]): r for r in read(args.against_from)}
+    missing = [r["id"] for r in rows if (r["task"], r["id"]) not in others]
     if missing:
         parser.error(f"{len(missing)} rows of {args.predictions} are not in {args.against_from}, e.g. {missing[0]!r}.")
-    check_method(args.against, against_path, others[rows[0]["id"]])
-    rows = [{**r, "scores": {**r["scores"], "against": others[r["id"]]["scores"][args.against]}} for r in rows]
-else:
-    check_method(args.against, against_path, rows[0])
-against_key = "against" if args.against_from else args.against
+    against_rows = [others[(r["task"], r["id"])] for r in rows]
+check_method(args.method, args.predictions, rows[0])
+check_method(args.against, args.against_from or args.predictions, against_rows[0])
 
 for task in sorted({r["task"] for r in rows}):
-    task_rows = [r for r in rows if r["task"] == task]
+    index = [i for i, r in enumerate(rows) if r["task"] == task]
+    task_rows = [rows[i] for i in index]
     resamples = user_resamples([r["user_id"] for r in task_rows], 1000, seed=0)
 
     aggregate = partial(aggregate_rows, TASKS[task].metric)
     method = [r["scores"][args.method] for r in task_rows]
-    against = [r["scores"][against_key] for r in task_rows]
+    against = [against_rows[i]["scores"][args.against] for i in index]
     users = {r["user_id"] for r in task_rows}
     print(f"{task}: {args.method} - {args.against}, {len(task_rows)} rows, {len(users)} users")
     for metric, value in aggregate(method).items():
