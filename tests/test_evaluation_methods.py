@@ -110,3 +110,22 @@ def test_other_user_ablation_keeps_the_runs_profile_mode(tmp_path):
     for profile, mine, row in zip(seen["profiles"], own, rows):
         assert profile.startswith(RETRIEVED_HEADER) and "summary of" not in profile  # items only, as P2P trained
         assert profile != mine and f"w{20 + int(row['user_id'][1])}" not in profile  # another user's items
+
+
+def test_other_user_ablation_formats_items_as_trained_and_never_holds_an_answer(tmp_path):
+    rows = Dataset.from_list(
+        [{"id": f"u{u}-{q}", "user_id": f"u{u}", "task": "LaMP-7", "input": f"w{q} w{u}", "output": f"w{50 + u}",
+          "history": [{"input": f"w{q} w{u}", "output": f"w{20 + u}"}], "profile_text": None}
+         for u in range(3) for q in range(2)]
+    )  # fmt: skip
+    profiles = ProfileArguments(k=2, profile_mode="retrieved", item_input_chars=0, train_answer_item=True)
+    run = SimpleNamespace(config=SimpleNamespace(profiles=profiles, run=RunArguments()), workdir=tmp_path)
+    run.profiles_with = RunContext.profiles_with.__get__(run)
+    method = P2POtherUser("p2p_other_user", run)
+    method.model, seen = None, {}
+    method.generate = lambda model, rows, **kwargs: seen.update(kwargs)
+    method.answer(rows)
+    for profile, row in zip(seen["profiles"], rows):
+        donor = next(f"w{20 + u}" for u in range(3) if f"- w{20 + u}" in profile)
+        assert profile == f"{RETRIEVED_HEADER}\n- {donor}" and donor != f"w{20 + int(row['user_id'][1])}"
+        assert row["output"] not in profile  # test-time profiles never hold an answer

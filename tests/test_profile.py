@@ -22,10 +22,12 @@ from hyperpeft.profiles import (
     PROMPT_VERSION,
     RETRIEVED_HEADER,
     OpenAISummarizer,
+    ProfileArguments,
     ProfileBuilder,
     SummarizerError,
     SummaryCache,
     TransformersSummarizer,
+    build_profiles,
     build_summary_prompt,
     default_cache_path,
     format_items,
@@ -233,6 +235,66 @@ def test_random_user_in_another_mode_swaps_only_the_user(tmp_path):
         ProfileBuilder(mode="random_user", other_user_mode="retrieved", k=0)
 
 
+def test_item_input_chars_shows_the_outputs_alone(tmp_path):
+    rows = make_rows(n_users=2)
+    full = build(rows, tmp_path, k=2)
+    outputs_only = build(rows, tmp_path, k=2, item_input_chars=0)
+    for row, with_inputs, without in zip(rows, full["profile"], outputs_only["profile"]):
+        items = retrieve(row["input"], row["history"], k=2)
+        assert without.split("\n\n")[1] == f"{RETRIEVED_HEADER}\n" + "\n".join(f"- {i['output']}" for i in items)
+        assert with_inputs.split("\n\n")[0] == without.split("\n\n")[0]  # the same summary
+    short = build(rows, tmp_path, k=1, item_input_chars=12)
+    assert short[0]["profile"].split("\n")[-1] == "- input: (user 0)... | output: action"
+    with pytest.raises(ValueError, match="`item_input_chars` should be a non-negative integer"):
+        ProfileBuilder(item_input_chars=-1)
+
+
+def test_answer_item_puts_the_rows_own_answer_first(tmp_path):
+    rows = [dict(row, output=f"answer of {row['id']}") for row in make_rows(n_users=3, queries=2)]
+    lonely = dict(rows[0], id="lonely-q", user_id="lonely", history=[], profile_text="New here.")
+    test_like = build([*rows, lonely], tmp_path, k=2)
+    fake = CountingSummarizer()
+    builder = ProfileBuilder(fake, cache_path=tmp_path / "summaries.sqlite", k=2)
+    trained = builder.build(Dataset.from_list([*rows, lonely]), show_progress=False, answer_item=True)
+    for row, profile, usual in zip([*rows, lonely], trained["profile"], test_like["profile"]):
+        summary, block = profile.split("\n\n")
+        lines = block.split("\n")
+        assert summary == usual.split("\n\n")[0] and lines[0] == RETRIEVED_HEADER
+        assert lines[1] == f"- input: {row['input']} | output: {row['output']}"  # the row's own answer, first
+        others = format_items(retrieve(row["input"], row["history"], k=1)).split("\n") if row["history"] else []
+        assert lines[2:] == others  # then the k - 1 items BM25 retrieves
+        assert row["output"] not in usual  # without answer_item the answer is never in the profile
+    items_only = ProfileBuilder(fake, cache_path=tmp_path / "s.sqlite", k=1, mode="retrieved", item_input_chars=0)
+    # an empty history is no obstacle: the answer is an item
+    assert items_only.build(Dataset.from_list([lonely]), show_progress=False, answer_item=True)["profile"] == [
+        f"{RETRIEVED_HEADER}\n- {lonely['output']}"
+    ]
+
+    with pytest.raises(ValueError, match="needs `k >= 1` and a mode of .*mode='summary', k=2"):
+        ProfileBuilder(fake, mode="summary").build(Dataset.from_list(rows), answer_item=True)
+    with pytest.raises(ValueError, match="needs `k >= 1`.*mode='full', k=0"):
+        ProfileBuilder(fake, k=0).build(Dataset.from_list(rows), answer_item=True)
+    no_answers = [{key: value for key, value in row.items() if key != "output"} for row in rows]
+    with pytest.raises(ValueError, match="needs every row's `output`, and row 'u0-q0' has none"):
+        builder.build(Dataset.from_list(no_answers), answer_item=True)
+
+
+def test_build_profiles_puts_answers_only_in_the_train_split(tmp_path):
+    rows = [dict(row, output=f"answer of {row['id']}") for row in make_rows(n_users=2, queries=1)]
+    splits = {"train": Dataset.from_list(rows), "test_random": Dataset.from_list(rows)}
+    arguments = ProfileArguments(k=2, train_answer_item=True, item_input_chars=0)
+    summaries = {row["id"]: f"Summary of {row['user_id']}." for row in rows}
+    with_summaries = {name: d.map(lambda r: {"profile_text": summaries[r["id"]]}) for name, d in splits.items()}
+    built = build_profiles(with_summaries, arguments, tmp_path)
+    for train, test, row in zip(built["train"]["profile"], built["test_random"]["profile"], rows):
+        assert train.split("\n")[3] == f"- {row['output']}" and row["output"] not in test
+    for bad in ({"k": 0}, {"profile_mode": "summary"}, {"profile_mode": "random_user"}):
+        with pytest.raises(ValueError, match="`train_answer_item` puts each training row's answer"):
+            ProfileArguments(train_answer_item=True, **bad)
+    with pytest.raises(TypeError, match="`train_answer_item` should be true or false"):
+        ProfileArguments(train_answer_item="yes")
+
+
 def test_shuffled_keeps_the_words(tmp_path):
     rows = make_rows(n_users=3)
     full = build(rows, tmp_path)
@@ -249,8 +311,11 @@ def test_clear_errors(tmp_path):
     empty = dict(rows[0], id="lonely-q", user_id="lonely", history=[])
     with pytest.raises(ValueError, match="Row 'lonely-q'.*empty history.*profile_text"):
         build([*rows, empty], tmp_path)
-    with pytest.raises(ValueError, match="Row 'lonely-q'.*non-empty `history`"):
-        build([*rows, dict(empty, profile_text="Likes dramas.")], tmp_path, mode="history")
+    with pytest.raises(ValueError, match="Row 'lonely-q'.*empty history.*profile_text"):
+        build([*rows, empty], tmp_path, mode="summary")
+    # the item-only modes say that a new user has no items yet
+    for mode, header in (("retrieved", RETRIEVED_HEADER), ("history", HISTORY_HEADER)):
+        assert build([*rows, empty], tmp_path, mode=mode)["profile"][-1] == f"{header}\n- (none yet)"
     with pytest.raises(ValueError, match="`mode` should be one of"):
         ProfileBuilder(CountingSummarizer(), mode="everything")
     for k in (-1, 1.5, True, "2"):

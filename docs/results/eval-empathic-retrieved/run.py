@@ -1,10 +1,11 @@
 """The cross-validation of `eval_empathic.yaml` with items-only profiles: each profile is the k = 2 history items BM25
 retrieves for the row's input, without the speaker's demographics and personality scores (`--profile_mode retrieved`).
 
-`retrieved` mode refuses a row with an empty history, and 4 of the 57 speakers wrote a single essay: here such a row's
-profile is the fixed line "No past items.", so that the rows are the same 135 as in `eval-empathic/`. Everything else
-is `hyperpeft eval`; `p2p_other_user` gives each row another speaker's items retrieved for its input (the run's
-`profile_mode`). The base model and MT-LoRA are the cross-validation's (same folds, same checkpoints):
+`retrieved` mode refused a row with an empty history then (it now writes `- (none yet)`), and 4 of the 57 speakers
+wrote a single essay: here such a row's profile is the fixed line "No past items.", so that the rows are the same 135
+as in `eval-empathic/`. Everything else is `hyperpeft eval`; `p2p_other_user` gives each row another speaker's items
+retrieved for its input (the run's `profile_mode`). The base model and MT-LoRA are the cross-validation's (same folds,
+same checkpoints):
 
     .venv/bin/python docs/results/eval-empathic-retrieved/run.py --config examples/configs/eval_empathic.yaml \
         --profile_mode retrieved --methods base mt_lora p2p p2p_other_user --out out/eval-empathic-cv-retrieved \
@@ -23,7 +24,7 @@ NO_ITEMS = "No past items."
 def _items_only(profiles, row):
     if not row.history:
         return NO_ITEMS
-    items = builder.format_items(profiles.items(row, row.input), profiles.builder.item_chars)
+    items = builder.format_items(profiles.items(row), profiles.builder.item_chars)
     return f"{builder.RETRIEVED_HEADER}\n{items}"
 
 

@@ -28,6 +28,8 @@ tqdm = logging.tqdm  # respects `transformers.utils.logging.disable_progress_bar
 
 RETRIEVED_HEADER = "Related past items:"
 HISTORY_HEADER = "Past items:"
+# the item list of a user with no history yet, in the modes without a summary: a new user still gets a profile
+NO_ITEMS = "- (none yet)"
 
 
 @dataclass
@@ -39,6 +41,7 @@ class _Row:
     history: list[dict[str, str]]
     profile_text: str | None
     history_sha256: str
+    output: str | None = None
 
     @property
     def owner(self) -> tuple[str, str, str]:
@@ -61,7 +64,7 @@ def _read_rows(dataset: Any) -> list[_Row]:
             f"The dataset lacks the column(s) {missing}; profiles need {list(required)} (and optionally "
             f"`profile_text`), as in `hyperpeft.data.ROW_COLUMNS`. It has {dataset.column_names}."
         )
-    columns = [*required, "profile_text"] if "profile_text" in dataset.column_names else list(required)
+    columns = [*required, *(c for c in ("profile_text", "output") if c in dataset.column_names)]
     rows = []
     for record in dataset.select_columns(columns).to_list():
         row = check_row(record, f"Row {record['id']!r}", require_output=False)
@@ -75,6 +78,7 @@ def _read_rows(dataset: Any) -> list[_Row]:
                 history=row["history"],
                 profile_text=text.strip() if text and text.strip() else None,
                 history_sha256=history_sha256(row["history"]),
+                output=row.get("output"),
             )  # fmt: skip
         )
     return rows
@@ -88,32 +92,42 @@ class _Profiles:
     summaries: dict[tuple[str, str, str], str]
     owners: dict[tuple[str, str], _Row]
     donors: dict[tuple[str, str], str]
+    answer_item: bool = False
     indexes: dict[tuple[str, str, str], HistoryIndex] = field(default_factory=dict)
 
     def summary(self, row: _Row) -> str | None:
         return row.profile_text or self.summaries.get(row.owner)
 
-    def items(self, owner: _Row, query: str) -> list[dict[str, str]]:
-        """The k items of `owner`'s history closest to `query`."""
-        if self.builder.k == 0:
+    def items(self, row: _Row) -> list[dict[str, str]]:
+        """
+        The k items of `row`'s history closest to its input; with `answer_item`, the row's own answer (as an item on
+        its input) and the k - 1 closest.
+        """
+        k = self.builder.k
+        if k == 0:
             return []
-        if owner.owner not in self.indexes:
-            self.indexes[owner.owner] = HistoryIndex(owner.history)
-        return self.indexes[owner.owner].top(query, self.builder.k)
+        if row.owner not in self.indexes:
+            self.indexes[row.owner] = HistoryIndex(row.history)
+        if not self.answer_item:
+            return self.indexes[row.owner].top(row.input, k)
+        return [{"input": row.input, "output": row.output}, *self.indexes[row.owner].top(row.input, k - 1)]
 
-    def full(self, owner: _Row, query: str) -> str:
-        """`owner`'s summary, then the items of its history closest to `query`."""
-        summary, items = self.summary(owner), self.items(owner, query)
+    def lines(self, items: Sequence[dict[str, str]]) -> str:
+        return format_items(items, self.builder.item_chars, self.builder.item_input_chars)
+
+    def full(self, row: _Row) -> str:
+        """`row`'s summary, then its items."""
+        summary, items = self.summary(row), self.items(row)
         if not items:
             return summary
-        return f"{summary}\n\n{RETRIEVED_HEADER}\n{format_items(items, self.builder.item_chars)}"
+        return f"{summary}\n\n{RETRIEVED_HEADER}\n{self.lines(items)}"
 
     def donor(self, row: _Row) -> _Row:
         return self.owners[(self.donors[(row.user_id, row.task)], row.task)]
 
 
 def _full(p: _Profiles, row: _Row) -> str:
-    return p.full(row, row.input)
+    return p.full(row)
 
 
 def _summary(p: _Profiles, row: _Row) -> str:
@@ -121,12 +135,15 @@ def _summary(p: _Profiles, row: _Row) -> str:
 
 
 def _retrieved(p: _Profiles, row: _Row) -> str:
-    return f"{RETRIEVED_HEADER}\n{format_items(p.items(row, row.input), p.builder.item_chars)}"
+    items = p.items(row)
+    return f"{RETRIEVED_HEADER}\n{p.lines(items) if items else NO_ITEMS}"
 
 
 def _history(p: _Profiles, row: _Row) -> str:
     """The most recent items whose lines fit `history_chars` (at least one), oldest first."""
-    lines = format_items(row.history, p.builder.item_chars).split("\n")
+    if not row.history:
+        return f"{HISTORY_HEADER}\n{NO_ITEMS}"
+    lines = p.lines(row.history).split("\n")
     kept, used = [], 0
     for line in reversed(lines):
         if kept and used + len(line) + 1 > p.builder.history_chars:
@@ -139,11 +156,11 @@ def _history(p: _Profiles, row: _Row) -> str:
 def _random_user(p: _Profiles, row: _Row) -> str:
     """Another user's profile in the builder's `other_user_mode`, built for this row (its input, its id)."""
     profile_of, _ = _MODES[p.builder.other_user_mode]
-    return profile_of(p, replace(p.donor(row), id=row.id, input=row.input))
+    return profile_of(p, replace(p.donor(row), id=row.id, input=row.input, output=None))
 
 
 def _shuffled(p: _Profiles, row: _Row) -> str:
-    words = p.full(row, row.input).split()
+    words = p.full(row).split()
     random.Random(f"{p.builder.seed}:{row.id}").shuffle(words)
     return " ".join(words)
 
@@ -158,6 +175,8 @@ _MODES: dict[str, tuple[Callable[[_Profiles, _Row], str], bool]] = {
     "shuffled": (_shuffled, True),
 }
 MODES = tuple(_MODES)
+# the modes whose profiles hold retrieved items, and so can hold a training row's own answer (`answer_item`)
+ANSWER_ITEM_MODES = ("full", "retrieved")
 
 
 def _text_mode(mode: str, other_user_mode: str) -> str:
@@ -184,6 +203,9 @@ class ProfileBuilder:
           for this row's input.
         - `"shuffled"`: the full profile with its words in a random order drawn with `seed` and the row's id.
 
+    In `"retrieved"` and `"history"` mode a user with no history yet gets the header and the line `- (none yet)`; the
+    modes with a summary refuse such a row unless it carries a `profile_text`.
+
     Args:
         summarizer ([`Summarizer`], *optional*): writes the summaries; only needed when a row without a
             `profile_text` needs one.
@@ -196,6 +218,9 @@ class ProfileBuilder:
         summary_items (`int`, defaults to 16): most recent history items shown to the summarizer.
         item_chars (`int`, defaults to 300): each item's input and output are clipped to this many characters, in
             the summary prompt and in the profile.
+        item_input_chars (`int`, *optional*): in the profile, clip each item's input to this many characters
+            instead; 0 shows the user's outputs alone (when the inputs, news articles say, would fill the profile
+            encoder's window with text the user did not write).
         history_chars (`int`, defaults to 4000): character budget of the `"history"` mode.
         summary_words (`int`, defaults to 60): the length limit the summary prompt asks for.
         other_user_mode (`str`, defaults to `"full"`): the mode of the other user's profile in `"random_user"` mode,
@@ -228,6 +253,7 @@ class ProfileBuilder:
         batch_size: int | None = None,
         summary_items: int = 16,
         item_chars: int = 300,
+        item_input_chars: int | None = None,
         history_chars: int = 4000,
         summary_words: int = 60,
         other_user_mode: str = "full",
@@ -251,6 +277,8 @@ class ProfileBuilder:
             check_int(name, value)
         for name, value in (("history_chars", history_chars), ("summary_words", summary_words)):
             check_int(name, value)
+        if item_input_chars is not None:
+            check_int("item_input_chars", item_input_chars, minimum=0, hint=" (0 leaves the inputs out)")
         if batch_size is not None:
             check_int("batch_size", batch_size)
         self.summarizer = summarizer
@@ -261,6 +289,7 @@ class ProfileBuilder:
         self.batch_size = batch_size or int(getattr(summarizer, "batch_size", 8) or 8)
         self.summary_items = summary_items
         self.item_chars = item_chars
+        self.item_input_chars = item_input_chars
         self.history_chars = history_chars
         self.summary_words = summary_words
         self.other_user_mode = other_user_mode
@@ -269,12 +298,18 @@ class ProfileBuilder:
         """The prompt this builder sends to the summarizer for one user's history."""
         return build_summary_prompt(task, history, self.summary_items, self.item_chars, self.summary_words)
 
-    def build(self, dataset: Dataset, show_progress: bool = True) -> Dataset:
+    def build(self, dataset: Dataset, show_progress: bool = True, answer_item: bool = False) -> Dataset:
         """
         Args:
             dataset (`datasets.Dataset`): rows with `id`, `user_id`, `task`, `input`, `history` and optionally
                 `profile_text` (see `hyperpeft.data.ROW_COLUMNS`).
             show_progress (`bool`, defaults to `True`): show progress bars.
+            answer_item (`bool`, defaults to `False`): for training rows only: the first of each profile's k items is
+                the row's own answer, as if the user had written it before (the rest are the k - 1 items closest to
+                the input). The hypernetwork then learns from every row how a profile's items show in the answer,
+                rather than only from how users differ, and at test time it writes the adapter from the user's real
+                items. Needs an `output` column, `k >= 1` and mode `"full"` or `"retrieved"`. Never use it on rows
+                you evaluate: their answer would be in their profile.
 
         Returns:
             `datasets.Dataset`: `dataset` with the columns `profile` (the text to encode), `summary` (the row's own
@@ -284,11 +319,14 @@ class ProfileBuilder:
         rows = _read_rows(dataset)
         profile_of = _MODES[self.mode][0]
         needs_summary = _MODES[_text_mode(self.mode, self.other_user_mode)][1]
+        if answer_item:
+            self._check_answer_items(rows)
         for row in rows:
-            if not row.history and (row.profile_text is None or not needs_summary):
-                what = "a `profile_text` or a non-empty `history`" if needs_summary else "a non-empty `history`"
+            # a summary of nothing cannot be written; the item-only modes say that there are no items
+            if needs_summary and not row.history and row.profile_text is None:
                 raise ValueError(
-                    f"Row {row.id!r} (user {row.user_id!r}) has an empty history; mode {self.mode!r} needs {what}."
+                    f"Row {row.id!r} (user {row.user_id!r}) has an empty history; mode {self.mode!r} needs a "
+                    "`profile_text` or a non-empty `history`."
                 )
         owners: dict[tuple[str, str], _Row] = {}  # the first row of each (user, task), for another user's profile
         for row in rows:
@@ -298,6 +336,7 @@ class ProfileBuilder:
             summaries=self._summaries(rows, show_progress) if needs_summary else {},
             owners=owners,
             donors=self._donors(rows) if self.mode == "random_user" else {},
+            answer_item=answer_item,
         )
         texts, own_summaries, profile_users = [], [], []
         for row in tqdm(rows, desc="Building profiles", unit="row", disable=not show_progress or len(rows) < 1000):
@@ -315,6 +354,16 @@ class ProfileBuilder:
         for column, values in new_columns.items():
             dataset = dataset.add_column(column, values)
         return dataset
+
+    def _check_answer_items(self, rows: list[_Row]) -> None:
+        if self.mode not in ANSWER_ITEM_MODES or self.k == 0:
+            raise ValueError(
+                f"`answer_item=True` puts the row's answer among the profile's retrieved items, so it needs `k >= 1` "
+                f"and a mode of {ANSWER_ITEM_MODES}; this builder has mode={self.mode!r}, k={self.k}."
+            )
+        missing = next((row.id for row in rows if not (row.output or "").strip()), None)
+        if missing is not None:
+            raise ValueError(f"`answer_item=True` needs every row's `output`, and row {missing!r} has none.")
 
     def _donors(self, rows: list[_Row]) -> dict[tuple[str, str], str]:
         """For each (user, task), another user of the same task, drawn reproducibly whatever the row order."""
@@ -435,6 +484,10 @@ class ProfileArguments:
             `profile_text`.
         profile_mode (`str`, defaults to `"full"`): one of `MODES` (the ablations of the paper's Table 5).
         summary_cache (`str`, *optional*): the SQLite summary cache (default: `<workdir>/summaries.sqlite`).
+        item_input_chars (`int`, *optional*): clip each profile item's input to this many characters (0: outputs
+            only; default: as long as the output, 300).
+        train_answer_item (`bool`, defaults to `False`): the `train` split's profiles put each row's own answer first
+            among its k items (`ProfileBuilder.build(answer_item=True)`); other splits' profiles never do.
     """
 
     k: int = field(default=2, metadata={"help": "BM25 top-k history items after the summary."})
@@ -444,11 +497,28 @@ class ProfileArguments:
     )
     profile_mode: str = field(default="full", metadata={"help": f"How profiles are built: one of {MODES}."})
     summary_cache: str | None = field(default=None, metadata={"help": "The SQLite summary cache file."})
+    item_input_chars: int | None = field(
+        default=None, metadata={"help": "Clip each profile item's input to this many characters (0: outputs only)."}
+    )
+    train_answer_item: bool = field(
+        default=False,
+        metadata={"help": "Training rows' profiles put the row's own answer first among their k items."},
+    )
 
     def __post_init__(self) -> None:
         check_int("k", self.k, minimum=0, hint=" (0 retrieves nothing)")
         if self.profile_mode not in MODES:
             raise ValueError(f"`profile_mode` should be one of {MODES} but is {self.profile_mode!r}.")
+        if self.item_input_chars is not None:
+            check_int("item_input_chars", self.item_input_chars, minimum=0, hint=" (0 leaves the inputs out)")
+        if not isinstance(self.train_answer_item, bool):
+            raise TypeError(f"`train_answer_item` should be true or false, not {self.train_answer_item!r}.")
+        if self.train_answer_item and (self.k == 0 or self.profile_mode not in ANSWER_ITEM_MODES):
+            raise ValueError(
+                "`train_answer_item` puts each training row's answer among its profile's retrieved items, so it needs "
+                f"`k >= 1` and a `profile_mode` of {ANSWER_ITEM_MODES}; got k={self.k}, "
+                f"profile_mode={self.profile_mode!r}."
+            )
         if isinstance(self.summarizer, str) and self.summarizer.lstrip().startswith("{"):
             self.summarizer = json.loads(self.summarizer)  # from a command line
         make_summarizer(self.summarizer)  # a bad summarizer fails now, not after the data is generated
@@ -457,12 +527,18 @@ class ProfileArguments:
 def build_profiles(
     splits: dict[str, Dataset], arguments: ProfileArguments, workdir: str | os.PathLike, seed: int = 0, **changes
 ) -> dict[str, Dataset]:
-    """Every split with its `profile` column, built as `arguments` say (and `changes`, e.g. `k=4`, over them)."""
-    settings = {"k": arguments.k, "mode": arguments.profile_mode, **changes}
+    """
+    Every split with its `profile` column, built as `arguments` say (and `changes`, e.g. `k=4`, over them); with
+    `train_answer_item`, the split named `train` holds each row's own answer among its items.
+    """
+    settings = {"k": arguments.k, "mode": arguments.profile_mode, "item_input_chars": arguments.item_input_chars}
     builder = ProfileBuilder(
         make_summarizer(arguments.summarizer),
         cache_path=arguments.summary_cache or Path(workdir) / "summaries.sqlite",
         seed=seed,
-        **settings,
+        **{**settings, **changes},
     )
-    return {split: builder.build(rows, show_progress=False) for split, rows in splits.items()}
+    return {
+        split: builder.build(rows, show_progress=False, answer_item=arguments.train_answer_item and split == "train")
+        for split, rows in splits.items()
+    }

@@ -38,7 +38,7 @@ def _clip(text: str, max_chars: int) -> str:
     return cut + "..."
 
 
-def format_items(items: Sequence[dict[str, str]], item_chars: int = 300) -> str:
+def format_items(items: Sequence[dict[str, str]], item_chars: int = 300, input_chars: int | None = None) -> str:
     """
     One line per history item, `- input: ... | output: ...` (just `- ...` when the item has no input).
 
@@ -46,6 +46,8 @@ def format_items(items: Sequence[dict[str, str]], item_chars: int = 300) -> str:
         items (`list[dict]`): history items `{"input": str, "output": str}`.
         item_chars (`int`, defaults to 300): the input and the output of each item are clipped to this many
             characters.
+        input_chars (`int`, *optional*): clip the inputs to this many characters instead; 0 leaves them out, so
+            that each line is the user's own output.
 
     Returns:
         `str`: the items, one per line.
@@ -57,11 +59,15 @@ def format_items(items: Sequence[dict[str, str]], item_chars: int = 300) -> str:
     >>> print(format_items([{"input": "A heist goes wrong.", "output": "violence"}, {"input": "", "output": "hi!"}]))
     - input: A heist goes wrong. | output: violence
     - hi!
+    >>> print(format_items([{"input": "A heist goes wrong.", "output": "violence"}], input_chars=0))
+    - violence
     ```
     """
+    input_chars = item_chars if input_chars is None else input_chars
     lines = []
     for item in items:
-        source, output = _clip(item["input"], item_chars), _clip(item["output"], item_chars)
+        source = _clip(item["input"], input_chars) if input_chars else ""
+        output = _clip(item["output"], item_chars)
         lines.append(f"- input: {source} | output: {output}" if source else f"- {output}")
     return "\n".join(lines)
 
