@@ -1,10 +1,10 @@
 """Does each fold's P2P use the profile? The gold essays' NLL per token with each row's own profile against another
 user's profile, on the fold's unseen test users and on its training users (whose rows it may have trained on).
 
-Needs the cross-validation's P2P checkpoints (`hyperpeft eval --config examples/configs/eval_empathic.yaml`, not
-committed) and the data in ../shared:
+Measured on the 100-step cross-validation beside it: its P2P checkpoints (not committed) and the settings of
+`examples/configs/eval_empathic.yaml` as they were then (`git checkout 66e66f1`), with the data in ../shared:
 
-    .venv/bin/python docs/results/eval-empathic/profile_use.py out/eval-empathic/work
+    .venv/bin/python docs/results/eval-empathic-100-steps/profile_use.py out/eval-empathic/work
 
 Prints one line per fold and split: the mean NLL with the own profile, with another user's, and the paired bootstrap
 of other minus own over users (above 0: the own profile makes the user's real essay more likely).

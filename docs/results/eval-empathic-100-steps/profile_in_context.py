@@ -2,9 +2,11 @@
 own P2P profile text in its prompt (as a context block, the way PAG puts one), against another user's profile text and
 against no profile at all. No training: a user-specific signal here is one a P2P adapter could, in principle, carry.
 
-Needs the data in ../shared (the profiles are built, or read from the cross-validation's cache in the workdir):
+Measured with the full profiles of the 100-step cross-validation beside it (`examples/configs/eval_empathic.yaml` as
+it was then: `git checkout 66e66f1`) and the data in ../shared (the profiles are built, or read from the
+cross-validation's cache in the workdir):
 
-    .venv/bin/python docs/results/eval-empathic/profile_in_context.py out/eval-empathic/work
+    .venv/bin/python docs/results/eval-empathic-100-steps/profile_in_context.py out/eval-empathic/work
 
 Prints one line per fold and for all folds: the mean NLL with the own profile, with another user's and with none, and
 the paired bootstrap over users of other minus own (above 0: the own profile makes the user's real essay more likely).
