@@ -23,3 +23,7 @@ if trainer.accelerator.is_main_process:
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     world = trainer.accelerator.num_processes
     (output_dir / "result.json").write_text(json.dumps({"losses": losses, "world_size": world}))
+# every rank waits for the main process's write, then leaves gloo together: a rank that exits while its peer is
+# still connected can abort with "terminate called without an active exception"
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()
