@@ -1,6 +1,7 @@
 """Trains the tiny test model with HyperSFTTrainer; run under `accelerate launch` by tests/test_distributed.py."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,12 @@ if trainer.accelerator.is_main_process:
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     world = trainer.accelerator.num_processes
     (output_dir / "result.json").write_text(json.dumps({"losses": losses, "world_size": world}))
-# every rank waits for the main process's write, then leaves gloo together: a rank that exits while its peer is
-# still connected can abort with "terminate called without an active exception"
+# every rank waits for the main process's write, then all leave the process group together
 trainer.accelerator.wait_for_everyone()
 trainer.accelerator.end_training()
+# torch's C++ distributed threads can still be joinable when the interpreter tears them down, which aborts the
+# process ('terminate called without an active exception') after its work is done and written; leave without
+# running those destructors
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
