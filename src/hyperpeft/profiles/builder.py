@@ -156,7 +156,7 @@ def _history(p: _Profiles, row: _Row) -> str:
 def _random_user(p: _Profiles, row: _Row) -> str:
     """Another user's profile in the builder's `other_user_mode`, built for this row (its input, its id)."""
     profile_of, _ = _MODES[p.builder.other_user_mode]
-    return profile_of(p, replace(p.donor(row), id=row.id, input=row.input, output=None))
+    return profile_of(p, replace(p.donor(row), id=row.id, input=row.input))
 
 
 def _shuffled(p: _Profiles, row: _Row) -> str:
@@ -177,6 +177,15 @@ _MODES: dict[str, tuple[Callable[[_Profiles, _Row], str], bool]] = {
 MODES = tuple(_MODES)
 # the modes whose profiles hold retrieved items, and so can hold a training row's own answer (`answer_item`)
 ANSWER_ITEM_MODES = ("full", "retrieved")
+
+
+def _check_answer_item_settings(option: str, mode_field: str, mode: str, k: int) -> None:
+    """A profile holds a row's answer as one of its retrieved items, so it needs items: `k >= 1` and such a mode."""
+    if mode not in ANSWER_ITEM_MODES or k == 0:
+        raise ValueError(
+            f"{option} puts each training row's answer among its profile's retrieved items, so it needs `k >= 1` "
+            f"and a {mode_field} of {ANSWER_ITEM_MODES}; got {mode_field}={mode!r}, k={k}."
+        )
 
 
 def _text_mode(mode: str, other_user_mode: str) -> str:
@@ -356,11 +365,7 @@ class ProfileBuilder:
         return dataset
 
     def _check_answer_items(self, rows: list[_Row]) -> None:
-        if self.mode not in ANSWER_ITEM_MODES or self.k == 0:
-            raise ValueError(
-                f"`answer_item=True` puts the row's answer among the profile's retrieved items, so it needs `k >= 1` "
-                f"and a mode of {ANSWER_ITEM_MODES}; this builder has mode={self.mode!r}, k={self.k}."
-            )
+        _check_answer_item_settings("`answer_item=True`", "mode", self.mode, self.k)
         missing = next((row.id for row in rows if not (row.output or "").strip()), None)
         if missing is not None:
             raise ValueError(f"`answer_item=True` needs every row's `output`, and row {missing!r} has none.")
@@ -513,12 +518,8 @@ class ProfileArguments:
             check_int("item_input_chars", self.item_input_chars, minimum=0, hint=" (0 leaves the inputs out)")
         if not isinstance(self.train_answer_item, bool):
             raise TypeError(f"`train_answer_item` should be true or false, not {self.train_answer_item!r}.")
-        if self.train_answer_item and (self.k == 0 or self.profile_mode not in ANSWER_ITEM_MODES):
-            raise ValueError(
-                "`train_answer_item` puts each training row's answer among its profile's retrieved items, so it needs "
-                f"`k >= 1` and a `profile_mode` of {ANSWER_ITEM_MODES}; got k={self.k}, "
-                f"profile_mode={self.profile_mode!r}."
-            )
+        if self.train_answer_item:  # checked now, not after the data is generated
+            _check_answer_item_settings("`train_answer_item`", "profile_mode", self.profile_mode, self.k)
         if isinstance(self.summarizer, str) and self.summarizer.lstrip().startswith("{"):
             self.summarizer = json.loads(self.summarizer)  # from a command line
         make_summarizer(self.summarizer)  # a bad summarizer fails now, not after the data is generated
