@@ -1,5 +1,5 @@
 """Prompt-based baselines: the context blocks they build, their token budgets, and batched answers with contexts; the
-profiles of P2P's other-user ablation."""
+profiles of P2P's other-user ablation; profile guidance reaching both P2P methods' decoding."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from conftest import make_base, make_tokenizer
 from datasets import Dataset
 
-from hyperpeft.evaluation.config import RunArguments
+from hyperpeft.evaluation.config import P2PArguments, RunArguments
 from hyperpeft.evaluation.context import RunContext
 from hyperpeft.evaluation.generation import chat_messages, generate_answers
-from hyperpeft.evaluation.methods.p2p import P2POtherUser
+from hyperpeft.evaluation.methods import p2p
+from hyperpeft.evaluation.methods.p2p import P2P, P2POtherUser
 from hyperpeft.evaluation.methods.prompting import ITEMS_HEADER, SUMMARY_HEADER, build_context, build_contexts
 from hyperpeft.profiles import RETRIEVED_HEADER, ProfileArguments
 
@@ -99,7 +100,9 @@ def test_other_user_ablation_keeps_the_runs_profile_mode(tmp_path):
           "profile_text": f"summary of u{u}"} for u in range(3) for q in range(2)]
     )  # fmt: skip
     profiles = ProfileArguments(k=1, profile_mode="retrieved")
-    run = SimpleNamespace(config=SimpleNamespace(profiles=profiles, run=RunArguments()), workdir=tmp_path)
+    run = SimpleNamespace(
+        config=SimpleNamespace(profiles=profiles, run=RunArguments(), p2p=P2PArguments()), workdir=tmp_path
+    )
     run.profiles_with = RunContext.profiles_with.__get__(run)  # the run's own profile building
     method = P2POtherUser("p2p_other_user", run)
     method.model, seen = None, {}
@@ -119,7 +122,9 @@ def test_other_user_ablation_formats_items_as_trained_and_never_holds_an_answer(
          for u in range(3) for q in range(2)]
     )  # fmt: skip
     profiles = ProfileArguments(k=2, profile_mode="retrieved", item_input_chars=0, train_answer_item=True)
-    run = SimpleNamespace(config=SimpleNamespace(profiles=profiles, run=RunArguments()), workdir=tmp_path)
+    run = SimpleNamespace(
+        config=SimpleNamespace(profiles=profiles, run=RunArguments(), p2p=P2PArguments()), workdir=tmp_path
+    )
     run.profiles_with = RunContext.profiles_with.__get__(run)
     method = P2POtherUser("p2p_other_user", run)
     method.model, seen = None, {}
@@ -129,3 +134,31 @@ def test_other_user_ablation_formats_items_as_trained_and_never_holds_an_answer(
         donor = next(f"w{20 + u}" for u in range(3) if f"- w{20 + u}" in profile)
         assert profile == f"{RETRIEVED_HEADER}\n- {donor}" and donor != f"w{20 + int(row['user_id'][1])}"
         assert row["output"] not in profile  # test-time profiles never hold an answer
+
+
+def test_profile_guidance_reaches_both_p2p_methods_and_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(p2p, "prep_seconds", lambda model, rows: {})  # P2P times its adapters: not this test's concern
+    rows = Dataset.from_list(
+        [{"id": f"u{u}", "user_id": f"u{u}", "task": "LaMP-7", "input": "w1", "output": "w2",
+          "history": [{"input": "w1", "output": f"w{20 + u}"}], "profile_text": None} for u in range(2)]
+    )  # fmt: skip
+    guidance = P2PArguments(guidance_scale=2.0, negative_profile="nothing yet")
+    profiles = ProfileArguments(k=1, profile_mode="retrieved")
+    run = SimpleNamespace(
+        config=SimpleNamespace(profiles=profiles, run=RunArguments(), p2p=guidance), workdir=tmp_path
+    )
+    run.profiles_with = RunContext.profiles_with.__get__(run)
+    for method in (P2POtherUser("p2p_other_user", run), P2P("p2p", run)):
+        method.model, seen = None, {}
+        method.generate = lambda model, rows, seen=seen, **kwargs: seen.update(kwargs) or SimpleNamespace()
+        method.answer(rows.add_column("profile", ["a", "b"]))
+        assert seen["generation_kwargs"] == {"guidance_scale": 2.0, "negative_profile": "nothing yet"}
+    assert P2PArguments().generation_kwargs() == {}
+    for settings, message in [
+        ({"guidance_scale": 2.0}, "set both or neither"),
+        ({"negative_profile": "x"}, "set both or neither"),
+        ({"guidance_scale": 0.5, "negative_profile": "x"}, "should be >= 1"),
+        ({"guidance_scale": 2.0, "negative_profile": " "}, "is empty"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            P2PArguments(**settings)

@@ -132,14 +132,38 @@ class HyperPeftModel(PeftModelForCausalLM):
             **kwargs,
         )
 
-    def generate(self, *args: Any, profile: Profile | None = None, **kwargs: Any) -> torch.Tensor:
+    def generate(
+        self, *args: Any, profile: Profile | None = None, negative_profile: Profile | None = None, **kwargs: Any
+    ) -> torch.Tensor:
         """
         `transformers` generation with each row's generated LoRA.
 
         Args:
             profile (`str`, `list[str]` or `torch.Tensor`): one string (or 1-D embedding) for all rows, or one per row.
+            negative_profile (`str`, `list[str]` or `torch.Tensor`, *optional*): profile guidance, with
+                `guidance_scale` g >= 1: each token is chosen from `negative + g · (own − negative)` log-probabilities,
+                the second pass running the same prompt with this profile's adapter (e.g. that of a user with no
+                history). It amplifies what the user's profile changes, at the cost of a second forward per token;
+                one sequence per row (no beams).
             *args, **kwargs: as for the base model's `generate` (`input_ids`, `attention_mask`, `max_new_tokens`...).
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> from hyperpeft import HyperLoraConfig, HyperPeftModel
+        >>> base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+        ...                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+        >>> model = HyperPeftModel(base, HyperLoraConfig(r=4, profile_dim=8)).eval()
+        >>> ids = model.generate(input_ids=torch.tensor([[1, 2, 3]]), profile=torch.randn(8),
+        ...                      negative_profile=torch.zeros(8), guidance_scale=2.0, max_new_tokens=4)
+        >>> ids.shape
+        torch.Size([1, 7])
+        ```
         """
+        if negative_profile is not None:
+            kwargs["negative_profile"] = negative_profile
         return super().generate(*args, profile=profile, **kwargs)
 
     # ---- serving many users ----------------------------------------------------------------------------------------

@@ -333,16 +333,22 @@ class HyperLoraModel(BaseTuner):
         with self._lock:
             if self._any_merged():
                 raise ValueError("A profile is merged into the base weights; call `unmerge_adapter()` first.")
-            dtype = self._wrapped[0][1].base_layer.weight.dtype
-            if not torch.is_grad_enabled() and dtype in _COMPUTE_DTYPES:
-                # cast once here rather than in every layer at every decoding step (quantized weights: left alone)
-                weights = {m: (a.to(dtype), b.to(dtype)) for m, (a, b) in weights.items()}
-            self._generated.weights = weights
+            self._generated.weights = self._compute_weights(weights)
             try:
                 yield
             finally:
                 if not (self.training and torch.is_grad_enabled()):
                     self._generated.weights = None
+
+    def _compute_weights(
+        self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Without gradients, the weights cast to the base layers' dtype once, rather than in every layer at every
+        decoding step (quantized weights: left alone)."""
+        dtype = self._wrapped[0][1].base_layer.weight.dtype
+        if not torch.is_grad_enabled() and dtype in _COMPUTE_DTYPES:
+            return {m: (a.to(dtype), b.to(dtype)) for m, (a, b) in weights.items()}
+        return weights
 
     def zero_lora(self, rows: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """All-zero LoRA weights for `rows` rows, shaped as `generate_lora`'s: rows that answer as the base model."""
@@ -378,7 +384,12 @@ class HyperLoraModel(BaseTuner):
             return self.model(*args, **kwargs)
 
     def generate(
-        self, *args: Any, profile: Profile | None = None, profile_embeddings: torch.Tensor | None = None, **kwargs
+        self,
+        *args: Any,
+        profile: Profile | None = None,
+        profile_embeddings: torch.Tensor | None = None,
+        negative_profile: Profile | None = None,
+        **kwargs,
     ):
         if profile is not None and profile_embeddings is not None:
             raise ValueError("Pass either `profile` or `profile_embeddings`, not both.")
@@ -387,9 +398,50 @@ class HyperLoraModel(BaseTuner):
         expand = max(kwargs.get("num_beams") or generation_config.num_beams or 1, 1) * max(
             kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1, 1
         )
+        batch_size = _batch_size(args, kwargs)
         # generation needs no gradients: the adapters are generated without a graph (and may come from the cache)
-        with torch.no_grad(), self.use_profile(profile, batch_size=_batch_size(args, kwargs), expand=expand):
+        with torch.no_grad(), self.use_profile(profile, batch_size=batch_size, expand=expand):
+            if negative_profile is not None:
+                kwargs = self._profile_guidance(args, kwargs, negative_profile, generation_config, expand, batch_size)
             return self.model.generate(*args, **kwargs)
+
+    def _profile_guidance(
+        self, args: tuple, kwargs: dict, negative_profile: Profile, generation_config, expand: int, batch_size
+    ) -> dict:
+        """
+        `generate`'s kwargs with transformers' classifier-free guidance processor, whose second ("unconditional")
+        pass runs the same prompt with `negative_profile`'s adapter instead of the row's own: each token's
+        log-probabilities become `negative + guidance_scale · (own − negative)`, which amplifies what the profile
+        changes (as context-aware decoding does for a context in the prompt).
+        """
+        from transformers import LogitsProcessorList, UnbatchedClassifierFreeGuidanceLogitsProcessor
+
+        scale = kwargs.pop("guidance_scale", None) or generation_config.guidance_scale
+        if scale is None or isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 1:
+            raise ValueError(
+                f"`negative_profile` needs `guidance_scale` >= 1 (1: no guidance), got {scale!r}; pass e.g. "
+                "`guidance_scale=2.0`, or drop `negative_profile`."
+            )
+        if expand > 1:
+            raise ValueError(
+                "`negative_profile` guides one sequence per row; use it without `num_beams` or `num_return_sequences` "
+                "above 1."
+            )
+        if "negative_prompt_ids" in kwargs:
+            raise ValueError("Pass either `negative_profile` or `negative_prompt_ids`, not both.")
+        input_ids = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input_ids")
+        if input_ids is None:
+            raise ValueError("`negative_profile` needs `input_ids` (the prompt both passes read).")
+        negative = _WithLora(self, self._compute_weights(self.generate_lora(negative_profile, batch_size)))
+        guidance = UnbatchedClassifierFreeGuidanceLogitsProcessor(
+            float(scale),
+            negative,
+            unconditional_ids=input_ids,
+            unconditional_attention_mask=kwargs.get("attention_mask"),
+        )
+        # transformers would add its own guidance (on the prompt's last token) for a `guidance_scale` left set
+        processors = LogitsProcessorList([guidance, *(kwargs.get("logits_processor") or [])])
+        return {**kwargs, "guidance_scale": None, "logits_processor": processors}
 
     # ---- merging ---------------------------------------------------------------------------------------------------
 
@@ -439,6 +491,22 @@ def _check_rows(profiles: int, batch_size: int | None) -> None:
             f"Got {profiles} profiles for a batch of {batch_size} rows; pass one profile per row, or a single string "
             "(or 1-D embedding) for all rows."
         )
+
+
+class _WithLora:
+    """Calls the base model with other LoRA weights in place, then puts the current ones back (the second pass of
+    profile guidance, run between two decoding steps of the guided batch)."""
+
+    def __init__(self, tuner: HyperLoraModel, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.tuner, self.weights = tuner, weights
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        generated = self.tuner._generated
+        current, generated.weights = generated.weights, self.weights
+        try:
+            return self.tuner.model(*args, **kwargs)
+        finally:
+            generated.weights = current
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:

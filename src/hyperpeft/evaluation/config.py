@@ -100,8 +100,25 @@ class P2PArguments:
     p2p_training: dict | str | None = field(
         default_factory=dict, metadata={"help": "HyperSFTConfig fields over the CPU defaults (JSON)."}
     )
+    guidance_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "Profile guidance of P2P's decoding against `negative_profile` (1: none; docs/evaluation.md)."
+        },
+    )
+    negative_profile: str | None = field(
+        default=None, metadata={"help": "The profile guidance decodes away from, e.g. that of a user with no history."}
+    )
 
     def __post_init__(self) -> None:
+        if (self.guidance_scale is None) != (self.negative_profile is None):
+            raise ValueError(
+                "Profile guidance needs both `p2p: {guidance_scale: ..., negative_profile: ...}`; set both or neither."
+            )
+        if self.guidance_scale is not None and not self.guidance_scale >= 1:
+            raise ValueError(f"`guidance_scale` should be >= 1 (1: no guidance), got {self.guidance_scale}.")
+        if self.negative_profile is not None and not self.negative_profile.strip():
+            raise ValueError("`negative_profile` is empty; give the profile text guidance decodes away from.")
         self.p2p_lora = json_mapping(self.p2p_lora, "p2p_lora") or {}
         self.p2p_training = json_mapping(self.p2p_training, "p2p_training") or {}
         if "profile_encoder" in self.p2p_lora:
@@ -124,6 +141,12 @@ class P2PArguments:
                 hint = f" Did you mean `{close[0]}`?" if close else f" Known fields: {known}."
                 raise ValueError(f"`p2p_lora` has the unknown field `{name}`.{hint}")
         return HyperLoraConfig(profile_encoder=self.profile_encoder, **self.p2p_lora)
+
+    def generation_kwargs(self) -> dict:
+        """`generate` arguments of P2P's answers: profile guidance when it is set."""
+        if self.guidance_scale is None:
+            return {}
+        return {"guidance_scale": self.guidance_scale, "negative_profile": self.negative_profile}
 
 
 @dataclass

@@ -25,11 +25,13 @@ def generate_answers(
     max_new_tokens: int | None = None,
     desc: str = "generating",
     contexts: Sequence[str | None] | None = None,
+    generation_kwargs: dict | None = None,
 ) -> list[str]:
     """
     Greedy answers for rows given as parallel lists of task names and inputs, batched by task (so each batch shares
     its token limit). With `profiles`, each row's profile goes to a hyperpeft model's `generate(profile=...)`; with
-    `contexts`, each row's context block is put before its task prompt (see [`chat_messages`]).
+    `contexts`, each row's context block is put before its task prompt (see [`chat_messages`]); `generation_kwargs`
+    go to every `generate` call.
 
     Returns:
         `list[str]`: the decoded answers, in the order of `inputs`.
@@ -55,8 +57,9 @@ def generate_answers(
 
         limit = max_new_tokens or MAX_NEW_TOKENS.get(get_task(task).metric, DEFAULT_MAX_NEW_TOKENS)
         replies = chat_generate(
-            model, tokenizer, conversations, limit, batches=batches, batch_kwargs=row_profiles, desc=f"{desc} ({task})"
-        )
+            model, tokenizer, conversations, limit, batches=batches, batch_kwargs=row_profiles,
+            generation_kwargs=generation_kwargs, desc=f"{desc} ({task})",
+        )  # fmt: skip
         for i, reply in zip(rows, replies):
             answers[i] = reply
     return answers

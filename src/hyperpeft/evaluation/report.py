@@ -164,7 +164,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Base model {config['base_model']}; greedy decoding, the same prompts and token limits for every method; "
         f"k = {config['profiles'].get('k', 2)} retrieved items; RAG/PAG context budget {evaluation['context_tokens']} "
         f"tokens, full-history budget {evaluation['history_tokens']} tokens; seed {config['seed']}. "
-        f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}.",
+        + _guidance_line(config.get("p2p", {}))
+        + f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}.",
         "",
         "Data: "
         + ", ".join(f"{s} {v['rows']} rows / {v['users']} users" for s, v in report["split_sizes"].items())
@@ -237,3 +238,12 @@ def write_report(
         lines = [json.dumps(_jsonable(row), ensure_ascii=False) for row in rows]
         files[f"predictions-{split}.jsonl"] = ("\n".join(lines) + "\n").encode()
     write_files_atomically(out, files)
+
+
+def _guidance_line(p2p: dict) -> str:
+    if p2p.get("guidance_scale") is None:
+        return ""
+    return (
+        f"P2P and its other-user ablation decode with profile guidance: scale {p2p['guidance_scale']} against the "
+        f"profile {p2p['negative_profile']!r} (the gold NLL is the model's own, unguided). "
+    )

@@ -41,10 +41,13 @@ class Method:
         """The method's answers to `rows` (a `datasets.Dataset` of the common schema with profiles)."""
         raise NotImplementedError
 
-    def generate(self, model, rows, desc: str | None = None, **kwargs: Any) -> Answers:
+    def generate(
+        self, model, rows, desc: str | None = None, generation_kwargs: dict | None = None, **kwargs: Any
+    ) -> Answers:
         """
         Greedy answers of `model` with the run's prompts, batch size and token limits, timed; with `eval.gold_nll`,
-        also the gold answers' NLL after the same conversations (`profiles`, `contexts` in `kwargs`).
+        also the gold answers' NLL after the same conversations (`profiles`, `contexts` in `kwargs`). The
+        `generation_kwargs` (e.g. profile guidance) change the decoding only: the gold NLL is the model's own.
         """
         from ..generation import generate_answers
         from ..likelihood import gold_nll
@@ -53,7 +56,8 @@ class Method:
         start = time.perf_counter()
         answers = generate_answers(
             model, self.run.tokenizer, rows["task"], rows["input"], batch_size=evaluation.eval_batch_size,
-            max_new_tokens=evaluation.max_new_tokens, desc=desc or self.name, **kwargs,
+            max_new_tokens=evaluation.max_new_tokens, desc=desc or self.name, generation_kwargs=generation_kwargs,
+            **kwargs,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         nll = None

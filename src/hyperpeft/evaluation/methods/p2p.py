@@ -39,7 +39,8 @@ class P2P(Method):
         return info
 
     def answer(self, rows) -> Answers:
-        answers = self.generate(self.model, rows, profiles=rows["profile"])
+        guidance = self.run.config.p2p.generation_kwargs()
+        answers = self.generate(self.model, rows, profiles=rows["profile"], generation_kwargs=guidance)
         answers.prep_s_per_user = prep_seconds(self.model, rows)
         return answers
 
@@ -57,7 +58,9 @@ class P2POtherUser(Method):
     def answer(self, rows) -> Answers:
         mode = self.run.config.profiles.profile_mode
         other = self.run.profiles_with(rows, mode="random_user", other_user_mode=mode)
-        return self.generate(self.model, rows, profiles=other)
+        return self.generate(
+            self.model, rows, profiles=other, generation_kwargs=self.run.config.p2p.generation_kwargs()
+        )
 
 
 def train_or_load_p2p(run) -> tuple[HyperPeftModel, dict[str, Any]]:
