@@ -9,8 +9,8 @@ SRC = Path(__file__).parents[1] / "src" / "hyperpeft"
 
 # Lower layers first. A module may import its own package's modules and any module of an earlier layer.
 LAYERS = [
-    "_version", "_validation", "registry", "config", "embedded", "encoder", "hypernetwork", "layer", "adapter_cache",
-    "cards", "checkpoint", "llm", "tuner", "peft_model",
+    "_version", "_validation", "registry", "config", "embedded", "encoder", "hypernetwork", "layer", "guidance",
+    "adapter_cache", "cards", "checkpoint", "llm", "tuner", "peft_model",
     "data", "profiles", "training", "evaluation", "serving", "integrations", "cli",
 ]  # fmt: skip
 

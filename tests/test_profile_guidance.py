@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import perturb, profiles
+from conftest import make_tokenizer, perturb, profiles
 from test_model import batch, build
+from transformers import GenerationConfig
+
+from hyperpeft.evaluation.generation import generate_answers
 
 SETTINGS = dict(max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=None)
 
@@ -27,16 +30,25 @@ def guided_by_hand(model, ids, mask, own, negative, scale, steps):
 
 
 @pytest.mark.parametrize("per_row_negative", [False, True])
-def test_guided_tokens_and_scores_match_the_formula(arch, per_row_negative):
+@pytest.mark.parametrize("call", ["keywords", "positional ids and a generation config"])
+def test_guided_tokens_and_scores_match_the_formula(arch, per_row_negative, call):
     model = build(arch)
     perturb(model, std=1.0)
     ids, mask = batch(rows=3)  # left padding of different lengths
     own = profiles(3, seed=4)
     negative = profiles(3, seed=9) if per_row_negative else profiles(1, seed=9)[0]
-    out = model.generate(
-        input_ids=ids, attention_mask=mask, profile=own, negative_profile=negative, guidance_scale=3.0,
-        output_scores=True, return_dict_in_generate=True, **SETTINGS,
-    )  # fmt: skip
+    output = dict(output_scores=True, return_dict_in_generate=True)
+    if call == "keywords":
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, profile=own, negative_profile=negative, guidance_scale=3.0,
+            **output, **SETTINGS,
+        )  # fmt: skip
+    else:
+        config = GenerationConfig(guidance_scale=3.0, **output, **SETTINGS)
+        out = model.generate(
+            ids, attention_mask=mask, profile=own, negative_profile=negative, generation_config=config
+        )
+        assert config.guidance_scale == 3.0  # the caller's config is not changed
     expected_ids, expected_scores = guided_by_hand(
         model, ids, mask, own, negative.expand(3, -1) if negative.ndim == 1 else negative, 3.0, 5
     )
@@ -80,6 +92,37 @@ def test_bad_guidance_settings_are_refused(kwargs, message):
             **{**SETTINGS, **kwargs},
         )  # fmt: skip
     assert model.base_model._generated.weights is None
+
+
+def test_a_negative_profile_needs_an_own_profile():
+    model = build()
+    ids, mask = batch(rows=2)
+    with model.disable_adapter(), pytest.raises(ValueError, match="pass `profile=` too"):
+        model.generate(
+            input_ids=ids, attention_mask=mask, negative_profile=profiles(2), guidance_scale=2.0, **SETTINGS
+        )
+
+
+def test_evaluation_answers_are_guided_when_asked():
+    model, tokenizer = build(), make_tokenizer()
+    perturb(model, std=1.0)
+    inputs = ["w1 w2", "w3 w4 w5"]
+    own, negative = profiles(2, seed=4), profiles(1, seed=9)[0]
+
+    def answers(**guidance):
+        return generate_answers(
+            model,
+            tokenizer,
+            ["LaMP-7"] * 2,
+            inputs,
+            profiles=own,
+            max_new_tokens=6,
+            generation_kwargs=guidance or None,
+        )
+
+    guided = answers(guidance_scale=3.0, negative_profile=negative)
+    assert guided != answers()
+    assert answers(guidance_scale=1.0, negative_profile=negative) == answers()
 
 
 def test_a_negative_profile_per_row_must_match_the_batch():

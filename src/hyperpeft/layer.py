@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -41,6 +43,16 @@ class GeneratedLora:
             if a.shape[0] == 1:  # one profile for every row: plain 2-D matmuls
                 a_t, b_t = a_t[0], b_t[0]
             self.layers[module_type] = list(zip(a_t.unbind(-3), b_t.unbind(-3)))  # one pair per layer position
+
+    @contextmanager
+    def holding(self, other: GeneratedLora) -> Iterator[None]:
+        """Hold `other`'s weights and per-layer views while the block runs, then this holder's own again."""
+        saved = self._weights, self.layers
+        self._weights, self.layers = other._weights, other.layers
+        try:
+            yield
+        finally:
+            self._weights, self.layers = saved
 
 
 class HyperLoraLayer(BaseTunerLayer):

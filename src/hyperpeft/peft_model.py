@@ -157,7 +157,8 @@ class HyperPeftModel(PeftModelForCausalLM):
         ...                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
         >>> model = HyperPeftModel(base, HyperLoraConfig(r=4, profile_dim=8)).eval()
         >>> ids = model.generate(input_ids=torch.tensor([[1, 2, 3]]), profile=torch.randn(8),
-        ...                      negative_profile=torch.zeros(8), guidance_scale=2.0, max_new_tokens=4)
+        ...                      negative_profile=torch.zeros(8), guidance_scale=2.0, max_new_tokens=4,
+        ...                      eos_token_id=None)
         >>> ids.shape
         torch.Size([1, 7])
         ```

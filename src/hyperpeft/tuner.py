@@ -22,6 +22,7 @@ from torch import nn
 from .adapter_cache import AdapterCache
 from .config import HyperLoraConfig
 from .encoder import ProfileEncoder, check_profile_texts
+from .guidance import profile_guidance
 from .hypernetwork import HyperNetwork, TargetLayout
 from .layer import GeneratedLora, HyperLoraLayer, HyperLoraLinear
 from .registry import PREFIX
@@ -333,14 +334,14 @@ class HyperLoraModel(BaseTuner):
         with self._lock:
             if self._any_merged():
                 raise ValueError("A profile is merged into the base weights; call `unmerge_adapter()` first.")
-            self._generated.weights = self._compute_weights(weights)
+            self._generated.weights = self._cast_for_compute(weights)
             try:
                 yield
             finally:
                 if not (self.training and torch.is_grad_enabled()):
                     self._generated.weights = None
 
-    def _compute_weights(
+    def _cast_for_compute(
         self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Without gradients, the weights cast to the base layers' dtype once, rather than in every layer at every
@@ -399,49 +400,19 @@ class HyperLoraModel(BaseTuner):
             kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1, 1
         )
         batch_size = _batch_size(args, kwargs)
+        if negative_profile is not None and profile is None:
+            raise ValueError(
+                "`negative_profile` guides away from it towards the row's own `profile`; pass `profile=` too (with "
+                "adapters disabled or a profile merged there is nothing to guide)."
+            )
         # generation needs no gradients: the adapters are generated without a graph (and may come from the cache)
         with torch.no_grad(), self.use_profile(profile, batch_size=batch_size, expand=expand):
             if negative_profile is not None:
-                kwargs = self._profile_guidance(args, kwargs, negative_profile, generation_config, expand, batch_size)
+                negative = self._cast_for_compute(self.generate_lora(negative_profile, batch_size))
+                kwargs = profile_guidance(
+                    self.model, self._generated, negative, args, kwargs, generation_config, expand
+                )
             return self.model.generate(*args, **kwargs)
-
-    def _profile_guidance(
-        self, args: tuple, kwargs: dict, negative_profile: Profile, generation_config, expand: int, batch_size
-    ) -> dict:
-        """
-        `generate`'s kwargs with transformers' classifier-free guidance processor, whose second ("unconditional")
-        pass runs the same prompt with `negative_profile`'s adapter instead of the row's own: each token's
-        log-probabilities become `negative + guidance_scale · (own − negative)`, which amplifies what the profile
-        changes (as context-aware decoding does for a context in the prompt).
-        """
-        from transformers import LogitsProcessorList, UnbatchedClassifierFreeGuidanceLogitsProcessor
-
-        scale = kwargs.pop("guidance_scale", None) or generation_config.guidance_scale
-        if scale is None or isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 1:
-            raise ValueError(
-                f"`negative_profile` needs `guidance_scale` >= 1 (1: no guidance), got {scale!r}; pass e.g. "
-                "`guidance_scale=2.0`, or drop `negative_profile`."
-            )
-        if expand > 1:
-            raise ValueError(
-                "`negative_profile` guides one sequence per row; use it without `num_beams` or `num_return_sequences` "
-                "above 1."
-            )
-        if "negative_prompt_ids" in kwargs:
-            raise ValueError("Pass either `negative_profile` or `negative_prompt_ids`, not both.")
-        input_ids = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input_ids")
-        if input_ids is None:
-            raise ValueError("`negative_profile` needs `input_ids` (the prompt both passes read).")
-        negative = _WithLora(self, self._compute_weights(self.generate_lora(negative_profile, batch_size)))
-        guidance = UnbatchedClassifierFreeGuidanceLogitsProcessor(
-            float(scale),
-            negative,
-            unconditional_ids=input_ids,
-            unconditional_attention_mask=kwargs.get("attention_mask"),
-        )
-        # transformers would add its own guidance (on the prompt's last token) for a `guidance_scale` left set
-        processors = LogitsProcessorList([guidance, *(kwargs.get("logits_processor") or [])])
-        return {**kwargs, "guidance_scale": None, "logits_processor": processors}
 
     # ---- merging ---------------------------------------------------------------------------------------------------
 
@@ -491,22 +462,6 @@ def _check_rows(profiles: int, batch_size: int | None) -> None:
             f"Got {profiles} profiles for a batch of {batch_size} rows; pass one profile per row, or a single string "
             "(or 1-D embedding) for all rows."
         )
-
-
-class _WithLora:
-    """Calls the base model with other LoRA weights in place, then puts the current ones back (the second pass of
-    profile guidance, run between two decoding steps of the guided batch)."""
-
-    def __init__(self, tuner: HyperLoraModel, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.tuner, self.weights = tuner, weights
-
-    def __call__(self, *args: Any, **kwargs: Any):
-        generated = self.tuner._generated
-        current, generated.weights = generated.weights, self.weights
-        try:
-            return self.tuner.model(*args, **kwargs)
-        finally:
-            generated.weights = current
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:

@@ -112,8 +112,10 @@ class P2PArguments:
 
     def __post_init__(self) -> None:
         if (self.guidance_scale is None) != (self.negative_profile is None):
+            given, missing = ("guidance_scale", "negative_profile")[:: 1 if self.negative_profile is None else -1]
             raise ValueError(
-                "Profile guidance needs both `p2p: {guidance_scale: ..., negative_profile: ...}`; set both or neither."
+                f"`{given}` is set ({getattr(self, given)!r}) but `{missing}` is not: profile guidance needs both "
+                "(`p2p: {guidance_scale: 2.0, negative_profile: ...}`); set both or neither."
             )
         if self.guidance_scale is not None and not self.guidance_scale >= 1:
             raise ValueError(f"`guidance_scale` should be >= 1 (1: no guidance), got {self.guidance_scale}.")

@@ -241,6 +241,7 @@ def write_report(
 
 
 def _guidance_line(p2p: dict) -> str:
+    """The header's sentence on P2P's profile guidance, when the run used it."""
     if p2p.get("guidance_scale") is None:
         return ""
     return (
