@@ -12,7 +12,9 @@ without the article or the demographics (a speaker with no other essay: "No past
 and `answer-only-100/` the same with `--p2p_training '{"max_steps": 100, "per_device_train_batch_size": 2,
 "learning_rate": 1.0e-3, "warmup_steps": 5, "max_length": 320}'`.
 Without the `--user_split` flag it runs the whole cross-validation (`docs/results/eval-empathic-answer-only/`, with
-`--out out/ao500-cv --workdir out/ao500-cv/work --p2p_checkpoint out/ao500-cv/work/p2p`).
+`--out out/ao500-cv --workdir out/ao500-cv/work --p2p_checkpoint out/ao500-cv/work/p2p`). Adding
+`--guidance_scale 2 --negative_profile 'No past essays.'` (the profile a speaker with no other essay gets here) decodes
+with profile guidance (`docs/results/eval-empathic-guided/`, with `--out out/ao500-cv-g2` and the same workdir).
 """
 
 import sys
