@@ -13,6 +13,7 @@ from hyperpeft.evaluation.config import P2PArguments, RunArguments
 from hyperpeft.evaluation.context import RunContext
 from hyperpeft.evaluation.generation import chat_messages, generate_answers
 from hyperpeft.evaluation.methods import p2p
+from hyperpeft.evaluation.methods.base import Answers, Method
 from hyperpeft.evaluation.methods.p2p import P2P, P2POtherUser
 from hyperpeft.evaluation.methods.prompting import ITEMS_HEADER, SUMMARY_HEADER, build_context, build_contexts
 from hyperpeft.profiles import RETRIEVED_HEADER, ProfileArguments
@@ -148,9 +149,13 @@ def test_profile_guidance_reaches_both_p2p_methods_and_is_checked(tmp_path, monk
         config=SimpleNamespace(profiles=profiles, run=RunArguments(), p2p=guidance), workdir=tmp_path
     )
     run.profiles_with = RunContext.profiles_with.__get__(run)
+    seen = {}
+    monkeypatch.setattr(
+        Method, "generate", lambda self, model, rows, desc=None, **kwargs: seen.update(kwargs) or Answers([], 0.0)
+    )
     for method in (P2POtherUser("p2p_other_user", run), P2P("p2p", run)):
-        method.model, seen = None, {}
-        method.generate = lambda model, rows, seen=seen, **kwargs: seen.update(kwargs) or SimpleNamespace()
+        method.model = None
+        seen.clear()
         method.answer(rows.add_column("profile", ["a", "b"]))
         assert seen["generation_kwargs"] == {"guidance_scale": 2.0, "negative_profile": "nothing yet"}
     assert P2PArguments().generation_kwargs() == {}

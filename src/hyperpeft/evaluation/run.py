@@ -373,7 +373,6 @@ def _sweeps(config: EvalConfig, run: RunContext) -> dict[str, Any]:
     p2p.prepare()
     rag = make_method("rag", run)
     results: dict[str, Any] = {}
-    guided = {"generation_kwargs": config.p2p.generation_kwargs()}  # the sweeps decode as the P2P row does
 
     def scored(answers: Answers) -> dict[str, dict]:
         return scores_by_task(rows, answers.answers, answers.gold_nll)
@@ -388,14 +387,14 @@ def _sweeps(config: EvalConfig, run: RunContext) -> dict[str, Any]:
             )  # fmt: skip
             by_k["rag"][k] = scored(rag.generate(run.base, rows, contexts=contexts))
             profiles = run.profiles_with(rows, k=k, mode="full")
-            by_k["p2p"][k] = scored(p2p.generate(p2p.model, rows, f"p2p k={k}", profiles=profiles, **guided))
+            by_k["p2p"][k] = scored(p2p.generate(p2p.model, rows, f"p2p k={k}", profiles=profiles))
         results["k_sweep"] = {"split": split, "scores": by_k}
     if sweeps.ablations:
-        ablations = {"full": scored(p2p.generate(p2p.model, rows, profiles=rows["profile"], **guided))}
+        ablations = {"full": scored(p2p.generate(p2p.model, rows, profiles=rows["profile"]))}
         for mode in sweeps.ablations:
             k = max(run.k, 1) if mode == "retrieved" else run.k
             profiles = run.profiles_with(rows, mode=mode, k=k)
-            ablations[mode] = scored(p2p.generate(p2p.model, rows, f"p2p {mode}", profiles=profiles, **guided))
+            ablations[mode] = scored(p2p.generate(p2p.model, rows, f"p2p {mode}", profiles=profiles))
         results["ablations"] = {"split": split, "scores": ablations}
     return results
 

@@ -31,7 +31,15 @@ def prep_seconds(model: HyperPeftModel, rows) -> dict[str, float]:
     return seconds
 
 
-class P2P(Method):
+class _HypernetworkMethod(Method):
+    """A method that answers with the run's hypernetwork: every answer decodes with the run's profile guidance (the
+    `p2p` rows, the other-user ablation and the sweeps alike)."""
+
+    def generate(self, model, rows, desc: str | None = None, **kwargs: Any) -> Answers:
+        return super().generate(model, rows, desc, generation_kwargs=self.run.config.p2p.generation_kwargs(), **kwargs)
+
+
+class P2P(_HypernetworkMethod):
     """P2P: loaded from `p2p_checkpoint` when that folder exists, else trained on the run's training rows there."""
 
     def prepare(self) -> dict[str, Any]:
@@ -39,13 +47,12 @@ class P2P(Method):
         return info
 
     def answer(self, rows) -> Answers:
-        guidance = self.run.config.p2p.generation_kwargs()
-        answers = self.generate(self.model, rows, profiles=rows["profile"], generation_kwargs=guidance)
+        answers = self.generate(self.model, rows, profiles=rows["profile"])
         answers.prep_s_per_user = prep_seconds(self.model, rows)
         return answers
 
 
-class P2POtherUser(Method):
+class P2POtherUser(_HypernetworkMethod):
     """
     The same hypernetwork, each row given another test user's profile of the same task (`random_user` profiles), in
     the run's `profile_mode`: only the user changes, not the kind of profile the hypernetwork was trained on.
@@ -58,9 +65,7 @@ class P2POtherUser(Method):
     def answer(self, rows) -> Answers:
         mode = self.run.config.profiles.profile_mode
         other = self.run.profiles_with(rows, mode="random_user", other_user_mode=mode)
-        return self.generate(
-            self.model, rows, profiles=other, generation_kwargs=self.run.config.p2p.generation_kwargs()
-        )
+        return self.generate(self.model, rows, profiles=other)
 
 
 def train_or_load_p2p(run) -> tuple[HyperPeftModel, dict[str, Any]]:
