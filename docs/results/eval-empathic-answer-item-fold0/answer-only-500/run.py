@@ -14,7 +14,8 @@ and `answer-only-100/` the same with `--p2p_training '{"max_steps": 100, "per_de
 Without the `--user_split` flag it runs the whole cross-validation (`docs/results/eval-empathic-answer-only/`, with
 `--out out/ao500-cv --workdir out/ao500-cv/work --p2p_checkpoint out/ao500-cv/work/p2p`). Adding
 `--guidance_scale 2 --negative_profile 'No past essays.'` (the profile a speaker with no other essay gets here) decodes
-with profile guidance (`docs/results/eval-empathic-guided/`, with `--out out/ao500-cv-g2` and the same workdir).
+with profile guidance (`docs/results/eval-empathic-guided/`, with `--methods base mt_lora p2p p2p_other_user
+--out out/ao500-cv-g2-mt --mt_lora_checkpoint out/ao500-cv/work/mt-lora` and the same workdir).
 """
 
 import sys
